@@ -1,0 +1,1 @@
+"""Baselines beside CARAT (registered on import)."""

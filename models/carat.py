@@ -1,0 +1,1 @@
+"""CARAT and its ablation variants (work in progress)."""
