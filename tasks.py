@@ -1,2 +1,123 @@
-"""Entry points: ``invoke --list`` shows them all, ``invoke TASK --help`` explains one."""
+"""Entry points: ``invoke --list`` shows them all, ``invoke TASK --help`` explains one.
+
+Each task is a thin shell: parse options, call the library, print where to look.
+"""
+import sys
+
 from invoke import task
+from invoke.exceptions import Exit
+
+RUN_HELP = {
+    "study": "study name (a file in studies/) or path to a study YAML",
+    "dataset": "data set to use instead of the study's (see `invoke data --help`)",
+    "data_path": "folder (or file) holding the data set's files",
+    "seeds": "run only the first N seeds of the study",
+    "epochs": "epochs per training run (default: the study's, else the preset's)",
+    "trials": "Optuna tuning budget per variant",
+    "preset": "model/training preset: small or paper",
+    "device": "cpu (default), cuda, cuda:N or auto",
+    "workers": "local worker processes (joblib), sharing the CPU threads",
+    "storage": "Optuna storage: postgresql://... or a journal file path (default runs/optuna.journal)",
+    "tracking_uri": "MLflow tracking URI: http://host:port, postgresql://..., sqlite:///... (default runs/mlflow.db)",
+    "quick": "smoke test: tiny data, 1 epoch, 2 seeds",
+}
+
+
+def _run_study(study, tune_only, **options):
+    from harness import runner, studies
+    from harness.data import DataFormatError
+    from harness.storage import StorageError
+
+    try:
+        spec = studies.load(study).with_options(
+            dataset=options["dataset"], data_path=options["data_path"], seeds=options["seeds"],
+            epochs=options["epochs"], trials=options["trials"], preset=options["preset"], quick=options["quick"],
+        )  # fmt: skip
+        run_options = runner.RunOptions(
+            device=options["device"], workers=options["workers"], storage=options["storage"],
+            tracking_uri=options["tracking_uri"], tune_only=tune_only,
+        )  # fmt: skip
+        outcome = runner.run(spec, run_options)
+    except (studies.StudyError, StorageError, DataFormatError, FileNotFoundError) as exc:
+        raise Exit(f"error: {exc}", code=2)
+    _print_outcome(outcome, run_options)
+    if not outcome.ok:
+        raise Exit(
+            f"{len(outcome.failed)} run(s) failed and {len(outcome.missing)} are missing; "
+            "run the same command again to retry them.",
+            code=1,
+        )
+
+
+def _print_outcome(outcome, options):
+    from harness.storage import redact
+
+    if outcome.finished:
+        import pandas as pd
+
+        table = pd.DataFrame(outcome.finished)
+        summary = table.groupby(["variant", "setting"])["test_micro_f1"].agg(["mean", "std", "count"])
+        print(f"\nStudy {outcome.study}: test micro-F1 over seeds\n{summary.round(4).to_string()}")
+    for unit in outcome.failed:
+        print(f"FAILED {unit['variant']} seed {unit['seed']} ({unit['setting']}): {unit['reason']}", file=sys.stderr)
+    uri = f" --tracking-uri {redact(options.tracking_uri)}" if options.tracking_uri else ""
+    print(
+        f"\nRuns are in MLflow experiment {outcome.experiment!r}.\n"
+        f"  browse:  invoke ui{uri}\n"
+        f"  report:  invoke report --study {outcome.study}{uri}   (writes reports/build/index.html)"
+    )
+
+
+@task(help=RUN_HELP)
+def ablate(c, study="no_shuffle", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
+           preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False):  # fmt: skip
+    """Run a study: tuning (if it has a search space) then seeded repeats, tracked in MLflow."""
+    _run_study(study, tune_only=False, **_options(locals()))
+
+
+@task(help=RUN_HELP)
+def tune(c, study="tune", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
+         preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False):  # fmt: skip
+    """Run only the Optuna search of a study (pruned on validation micro-F1)."""
+    _run_study(study, tune_only=True, **_options(locals()))
+
+
+def _options(values: dict) -> dict:
+    keep = ("dataset", "data_path", "seeds", "epochs", "trials", "preset", "device", "workers", "storage",
+            "tracking_uri", "quick")  # fmt: skip
+    out = {k: values[k] for k in keep}
+    for key in ("seeds", "epochs", "trials", "workers"):  # invoke passes option values as given
+        if out[key] is not None:
+            out[key] = int(out[key])
+    return out
+
+
+@task
+def variants(c):
+    """List every registered model (CARAT variants and baselines) with its one-line description."""
+    import models
+
+    width = max(len(n) for n in models.list())
+    for name in models.list():
+        print(f"{name:<{width}}  {models.describe(name)}")
+
+
+@task(name="studies")
+def list_studies(c):
+    """List the shipped studies with their variants."""
+    from harness import studies
+
+    for name in studies.names():
+        study = studies.load(name)
+        print(f"{name:<18} {', '.join(study.variants)}\n{'':<18} {study.description}")
+
+
+@task(help={"tracking_uri": "MLflow store (default runs/mlflow.db)", "host": "interface to bind (default 127.0.0.1)",
+            "port": "port (default 5000)"})  # fmt: skip
+def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
+    """Start the MLflow UI on the study store (localhost only unless --host is given)."""
+    from harness.storage import prepare_tracking, redact
+
+    uri = prepare_tracking(tracking_uri)
+    print(f"MLflow UI for {redact(uri)} at http://{host}:{port}  (Ctrl-C to stop)")
+    c.run(f"mlflow ui --backend-store-uri '{uri}' --host {host} --port {port}", pty=False)

@@ -1,0 +1,126 @@
+"""Where studies keep their state: the Optuna storage and the MLflow tracking store.
+
+Defaults need no server and live under the git-ignored ``runs/``:
+
+* Optuna: a journal file (``runs/optuna.journal``) with file locks -- safe for several
+  processes, unlike a bare SQLite file, which Optuna advises against for parallel work.
+* MLflow: a SQLite store ``runs/mlflow.db`` (WAL mode, MLflow's own busy timeout) with
+  artifacts under ``runs/mlartifacts``. (MLflow 3 refuses its old file store.)
+
+For several machines, point every worker at one PostgreSQL (``--storage
+postgresql://...``) and one ``mlflow server`` (``--tracking-uri http://...``).
+Passwords in URLs are never printed or logged: use :func:`redact`.
+"""
+from __future__ import annotations
+
+import sqlite3
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+
+RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"  # git-ignored, at the repository root
+DEFAULT_STORAGE = str(RUNS_DIR / "optuna.journal")
+DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR / 'mlflow.db'}"
+RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
+
+
+class StorageError(RuntimeError):
+    """A storage or tracking URI cannot be used; raised before any training starts."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print, log and tag)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_optuna_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """Open (and so check) an Optuna storage: an RDB URL, or else a journal file path."""
+    url = url or DEFAULT_STORAGE
+    scheme = urlsplit(url).scheme.split("+")[0]
+    try:
+        if scheme in RDB_SCHEMES:
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme))
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(
+            str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path))
+        )
+        return optuna.storages.JournalStorage(backend)
+    except Exception as exc:  # any driver error: say which storage, hide the password
+        raise StorageError(f"cannot open Optuna storage {redact(url)}: {_first_line(exc)}") from None
+
+
+def _engine_kwargs(scheme: str) -> dict:
+    if scheme.startswith("postgres"):
+        # Fail fast on an unreachable server instead of hanging.
+        return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    return {}
+
+
+def prepare_tracking(uri: str | None) -> str:
+    """Check the MLflow tracking URI is usable and return it (the default store is created)."""
+    uri = uri or DEFAULT_TRACKING_URI
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=10) as reply:
+                if reply.status != 200:
+                    raise StorageError(f"MLflow server {redact(uri)} answered {reply.status} on /health")
+        except (urllib.error.URLError, OSError) as exc:
+            raise StorageError(f"cannot reach MLflow tracking server {redact(uri)}: {_first_line(exc)}") from None
+    elif scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with sqlite3.connect(path) as db:
+                # WAL lets readers and one writer work at once: several local workers log without
+                # "database is locked" (MLflow itself waits up to 20 s for the write lock).
+                db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open MLflow store {uri}: {exc}") from None
+    elif scheme.split("+")[0] in RDB_SCHEMES:
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(uri, **_engine_kwargs(scheme.split("+")[0]))
+            with engine.connect():
+                pass
+        except Exception as exc:
+            raise StorageError(f"cannot reach MLflow tracking database {redact(uri)}: {_first_line(exc)}") from None
+    else:
+        raise StorageError(
+            f"unsupported MLflow tracking URI {redact(uri)}: use sqlite:///PATH, postgresql://... or http(s)://..."
+        )
+    return uri
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Artifact folder for a new experiment in a local SQLite store (``mlartifacts/`` beside the
+    database file); servers and shared databases choose their own."""
+    if urlsplit(tracking_uri).scheme == "sqlite":
+        db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        return (db.parent / "mlartifacts" / experiment).as_uri()
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return redact_text(text[0] if text else type(exc).__name__)
+
+
+def redact_text(text: str) -> str:
+    """Redact every URL-embedded password in free text (driver errors quote the URL)."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)

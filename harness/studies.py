@@ -1,0 +1,297 @@
+"""Study files (``studies/*.yaml``): typed, strictly validated, plus the options a command adds.
+
+A study names a data set, the variants to compare, a preset, fixed hyper-parameter
+overrides, an optional Optuna search space with a per-variant trial budget, optional
+one-at-a-time sweeps (for sensitivity studies), the seeds of the repeats and the epochs.
+Anything unknown or ill-typed is refused with the file, the field and the valid choices.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
+DEFAULT_SETTING = "default"
+
+
+class StudyError(ValueError):
+    """A study file or a command option is invalid; the message says where and what is valid."""
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched hyper-parameter: a float/int range (optionally log-scaled) or a list of choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.choices is not None:
+            return "categorical"
+        return "int" if isinstance(self.low, int) and isinstance(self.high, int) and not self.log else "float"
+
+    def suggest(self, trial):
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, self.low, self.high)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    variants: tuple[str, ...]
+    description: str = ""
+    dataset: str = "synthetic"
+    dataset_options: dict = field(default_factory=dict)
+    data_path: str | None = None
+    preset: str = "small"
+    epochs: int | None = None  # None: the preset's
+    overrides: dict = field(default_factory=dict)  # model or training fields, for every variant
+    variant_overrides: dict = field(default_factory=dict)  # {variant: {field: value}}
+    search_space: tuple[SearchParam, ...] = ()
+    trials: int = 0  # tuning budget per variant (with a search space)
+    sweep: dict = field(default_factory=dict)  # {field: [values]}: one-at-a-time sensitivity settings
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    source: str = "<memory>"
+
+    # -- what a run of this study consists of ------------------------------------------------
+    def settings(self) -> dict[str, dict]:
+        """Named hyper-parameter settings: the default plus one per swept value."""
+        out = {DEFAULT_SETTING: {}}
+        for name, values in self.sweep.items():
+            for value in values:
+                out[f"{name}={value}"] = {name: value}
+        return out
+
+    def params_for(self, variant: str, setting: str) -> dict:
+        """Fixed hyper-parameters of one (variant, setting): study, then variant, then sweep overrides."""
+        params = {**self.overrides, **self.variant_overrides.get(variant, {}), **self.settings()[setting]}
+        if self.epochs is not None:
+            params["epochs"] = self.epochs
+        return params
+
+    @property
+    def tuned(self) -> bool:
+        return bool(self.search_space) and self.trials > 0
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (not seeds, variants or trial budget, which a
+        re-run may extend): finished runs are only reused under the same fingerprint."""
+        keyed = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("name", "description", "variants", "seeds", "trials", "source")
+        }
+        return hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def with_options(
+        self,
+        dataset: str | None = None,
+        data_path: str | None = None,
+        seeds: int | None = None,
+        epochs: int | None = None,
+        trials: int | None = None,
+        preset: str | None = None,
+        quick: bool = False,
+    ) -> "Study":
+        """This study with command-line options applied (each None leaves the file's value)."""
+        changes: dict = {}
+        if dataset is not None and dataset != self.dataset:
+            changes.update(dataset=dataset, dataset_options={})
+        if data_path is not None:
+            changes["data_path"] = data_path
+        if seeds is not None:
+            if not 1 <= seeds <= len(self.seeds):
+                raise StudyError(f"--seeds must be between 1 and {len(self.seeds)} (the study's seeds), got {seeds}")
+            changes["seeds"] = self.seeds[:seeds]
+        if epochs is not None:
+            if epochs < 1:
+                raise StudyError(f"--epochs must be >= 1, got {epochs}")
+            changes["epochs"] = epochs
+        if trials is not None:
+            if trials < 0:
+                raise StudyError(f"--trials must be >= 0, got {trials}")
+            changes["trials"] = trials
+        if preset is not None:
+            changes["preset"] = preset
+        study = replace(self, **changes)
+        if quick:
+            study = study.quick()
+        return study
+
+    def quick(self) -> "Study":
+        """Smoke-test form: tiny data, 1 epoch, at most 2 seeds, 2 trials and 2 values per sweep."""
+        options = dict(self.dataset_options)
+        if self.dataset == "synthetic":
+            options["size"] = "tiny"
+        return replace(
+            self,
+            dataset_options=options,
+            epochs=1,
+            seeds=self.seeds[:2],
+            trials=min(self.trials, 2),
+            sweep={k: list(v)[:2] for k, v in self.sweep.items()},
+        )
+
+
+# -- loading and validation --------------------------------------------------------------------
+
+_TYPES = {
+    "name": str,
+    "description": str,
+    "dataset": str,
+    "dataset_options": dict,
+    "data_path": (str, type(None)),
+    "preset": str,
+    "epochs": (int, type(None)),
+    "overrides": dict,
+    "variant_overrides": dict,
+    "search_space": dict,
+    "trials": int,
+    "sweep": dict,
+    "seeds": list,
+    "variants": list,
+}
+
+
+def names() -> list[str]:
+    """Names of the shipped studies (``studies/*.yaml``)."""
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
+
+
+def load(name_or_path: str | Path) -> Study:
+    """A study by name (from ``studies/``) or by path to a YAML file, validated."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = STUDIES_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise StudyError(f"unknown study {str(name_or_path)!r}; valid: {', '.join(names())}")
+    if not path.exists():
+        raise StudyError(f"{path}: no such study file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: not valid YAML: {exc}") from None
+    return from_dict(raw, source=str(path))
+
+
+def from_dict(raw, source: str = "<memory>") -> Study:
+    """Validate a parsed study file; every problem names ``source`` and the field."""
+    import models  # the variants must be registered to be checked
+    from harness.config import TRAIN_PRESETS
+
+    def fail(fieldname: str, problem: str):
+        raise StudyError(f"{source}: field {fieldname!r}: {problem}")
+
+    if not isinstance(raw, dict):
+        raise StudyError(f"{source}: a study file must be a mapping of fields, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(_TYPES))
+    if unknown:
+        raise StudyError(f"{source}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(_TYPES))}")
+    for required in ("name", "variants"):
+        if required not in raw:
+            fail(required, "is required")
+    for key, value in raw.items():
+        expected = _TYPES[key]
+        if isinstance(value, bool) and expected is int or not isinstance(value, expected):
+            want = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+            fail(key, f"must be {want}, got {type(value).__name__} {value!r}")
+
+    variants = raw["variants"]
+    if not variants:
+        fail("variants", "must list at least one variant")
+    for v in variants:
+        if v not in models.list():
+            fail("variants", f"unknown variant {v!r}; valid: {', '.join(models.list())}")
+    if len(set(variants)) != len(variants):
+        fail("variants", "lists a variant twice")
+    seeds = raw.get("seeds", [1, 2, 3, 4, 5])
+    if not seeds:
+        fail("seeds", "must list at least one seed")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        fail("seeds", f"must be distinct non-negative integers, got {seeds}")
+    epochs = raw.get("epochs")
+    if epochs is not None and epochs < 1:
+        fail("epochs", f"must be >= 1, got {epochs}")
+    if raw.get("trials", 0) < 0:
+        fail("trials", f"must be >= 0, got {raw['trials']}")
+    preset = raw.get("preset", "small")
+    if preset not in TRAIN_PRESETS:
+        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(TRAIN_PRESETS)}")
+    for variant in raw.get("variant_overrides", {}):
+        if variant not in variants:
+            fail("variant_overrides", f"variant {variant!r} is not in this study's variants {variants}")
+    for key, values in raw.get("sweep", {}).items():
+        if not isinstance(values, list) or not values:
+            fail("sweep", f"{key!r} must map to a non-empty list of values")
+
+    search_space = tuple(_search_param(name, spec, fail) for name, spec in raw.get("search_space", {}).items())
+    if search_space and raw.get("trials", 0) == 0:
+        fail("trials", "a search space needs a trial budget > 0")
+    values = {k: v for k, v in raw.items() if k != "search_space"}
+    values.update(
+        variants=tuple(variants),
+        seeds=tuple(seeds),
+        search_space=search_space,
+        source=source,
+        overrides=_numbers(values.get("overrides", {})),
+    )
+    return Study(**values)
+
+
+def _search_param(name: str, spec, fail) -> SearchParam:
+    where = f"search_space.{name}"
+    if not isinstance(spec, dict):
+        fail(where, "must be a mapping with low/high (and optional log) or choices")
+    unknown = sorted(set(spec) - {"low", "high", "log", "choices"})
+    if unknown:
+        fail(where, f"unknown key(s) {unknown}; valid: choices, high, log, low")
+    if "choices" in spec:
+        if not isinstance(spec["choices"], list) or not spec["choices"]:
+            fail(where, "choices must be a non-empty list")
+        return SearchParam(name, choices=tuple(spec["choices"]))
+    if "low" not in spec or "high" not in spec:
+        fail(where, "needs both low and high (or choices)")
+    low, high = _number(spec["low"]), _number(spec["high"])
+    if low is None or high is None:
+        fail(where, f"low and high must be numbers, got {spec['low']!r} and {spec['high']!r}")
+    if low > high:
+        fail(where, f"low ({low}) must not exceed high ({high})")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        fail(where, f"log must be true or false, got {log!r}")
+    if log and low <= 0:
+        fail(where, f"a log-scaled range needs low > 0, got {low}")
+    return SearchParam(name, low=low, high=high, log=log)
+
+
+def _number(value):
+    """A YAML number; also '1e-4', which YAML 1.1 reads as a string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _numbers(mapping: dict) -> dict:
+    return {k: (_number(v) if isinstance(v, str) and _number(v) is not None else v) for k, v in mapping.items()}
+
+
+def study_fields() -> list[str]:
+    return [f.name for f in fields(Study)]

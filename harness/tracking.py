@@ -1,0 +1,156 @@
+"""MLflow tracking: one experiment per study, one flat run per training run.
+
+Uses ``MlflowClient`` (explicit run ids, no fluent global "active run"), logs in batches,
+and always ends a run with a status: FINISHED, KILLED (pruned) or FAILED (with the reason
+as the ``failure_reason`` tag).
+"""
+from __future__ import annotations
+
+import csv
+import tempfile
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from harness.storage import artifact_location, redact_text
+
+FINAL_METRICS = (
+    "acc", "hamming_loss", "micro_f1", "macro_f1", "micro_precision", "micro_recall",
+    "macro_precision", "macro_recall", "subset_acc", "example_f1",
+)  # fmt: skip
+LATENT_SAMPLES = 400  # test samples kept for the t-SNE plot (enough for a readable picture)
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
+    """The id of the experiment ``name``, created (with a local artifact folder) if missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
+    except Exception:  # another worker created it first
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+class TrackedRun:
+    """One MLflow run for one training run; use as a context manager."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str, run_name: str, tags: dict):
+        self.client = client
+        self.run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+        self.run_id = self.run.info.run_id
+        self._ended = False
+
+    def log_params(self, params: dict) -> None:
+        flat = _flatten(params)
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(flat.items())]
+        for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_epoch(self, epoch: int, row: dict) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, epoch) for k, v in row.items() if k != "epoch" and np.isfinite(v)]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_result(self, result, label_names, config: dict, keep_latents: bool) -> None:
+        """Final metrics (one batch) and the artifacts: resolved config, test predictions, history."""
+        now = int(time.time() * 1000)
+        values = {f"test_{k}": result.test_metrics[k] for k in FINAL_METRICS}
+        values.update({f"test_f1_{name}": f1 for name, f1 in zip(label_names, result.test_per_label_f1)})
+        values.update(
+            val_micro_f1=result.val_metrics["micro_f1"],
+            best_epoch=result.best_epoch,
+            train_seconds=result.train_seconds,
+            n_parameters=result.n_parameters,
+        )
+        step = result.best_epoch  # so the kept epoch's val_micro_f1 is the run's latest value
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "config.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=True))
+            np.savez_compressed(
+                folder / "predictions.npz",
+                scores=result.test_scores.astype(np.float32),
+                labels=result.test_labels.astype(np.uint8),
+                thresholds=result.thresholds,
+                label_names=np.array(label_names),
+            )
+            with open(folder / "history.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(result.history[0]))
+                writer.writeheader()
+                writer.writerows(result.history)
+            if keep_latents and result.latents is not None:
+                keep = np.arange(min(LATENT_SAMPLES, len(result.latents)))
+                np.savez_compressed(
+                    folder / "latents.npz",
+                    z=result.latents[keep].astype(np.float16),  # (n, M, C, dz)
+                    labels=result.test_labels[keep].astype(np.uint8),
+                    label_names=np.array(label_names),
+                )
+            self.client.log_artifacts(self.run_id, str(folder))
+
+    def end(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        if self._ended:
+            return
+        if reason:
+            self.client.set_tag(self.run_id, "failure_reason", redact_text(reason)[:5000])
+        self.client.set_terminated(self.run_id, status)
+        self._ended = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        # A run must never be left RUNNING: an exception the caller did not handle fails it.
+        if kind is not None:
+            self.end("FAILED", f"{kind.__name__}: {exc}")
+        else:
+            self.end("FINISHED")
+        return False
+
+
+def mark_failed(client: MlflowClient, run_id: str, reason: str) -> None:
+    """End a run that a dead worker left RUNNING (used when its trial is found stale)."""
+    run = client.get_run(run_id)
+    if run.info.status == "RUNNING":
+        client.set_tag(run_id, "failure_reason", reason)
+        client.set_terminated(run_id, "FAILED")
+
+
+def _flatten(params: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in params.items():
+        if is_dataclass(value):
+            value = asdict(value)
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _plain(value):
+    """YAML-safe plain data (tuples -> lists, numpy scalars -> Python)."""
+    if is_dataclass(value):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

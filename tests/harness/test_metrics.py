@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from harness.metrics import (
+    METRIC_NAMES,
+    metrics_from_predictions,
+    multilabel_metrics,
+    per_label_f1,
+    tune_thresholds,
+)
+
+
+@pytest.fixture
+def random_case():
+    rng = np.random.default_rng(3)
+    y = (rng.random((80, 5)) < 0.3).astype(np.float32)
+    y[:, 4] = 0  # a label that is never true: exercises the zero-division conventions
+    scores = np.clip(0.5 * y + 0.6 * rng.random(y.shape), 0, 1)
+    return y, scores
+
+
+def test_all_metric_names_present(random_case):
+    assert set(multilabel_metrics(*random_case)) == set(METRIC_NAMES)
+
+
+@pytest.mark.parametrize("threshold", [0.25, 0.5, 0.7])
+def test_matches_sklearn(random_case, threshold):
+    y, scores = random_case
+    pred = (scores > threshold).astype(int)
+    got = multilabel_metrics(y, scores, threshold)
+    for avg in ("micro", "macro"):
+        assert got[f"{avg}_precision"] == pytest.approx(skm.precision_score(y, pred, average=avg, zero_division=0))
+        assert got[f"{avg}_recall"] == pytest.approx(skm.recall_score(y, pred, average=avg, zero_division=0))
+        assert got[f"{avg}_f1"] == pytest.approx(skm.f1_score(y, pred, average=avg, zero_division=0))
+    assert got["hamming_loss"] == pytest.approx(skm.hamming_loss(y, pred))
+    assert got["subset_acc"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert got["example_f1"] == pytest.approx(skm.f1_score(y, pred, average="samples", zero_division=0))
+    np.testing.assert_allclose(
+        per_label_f1(y, scores, threshold), skm.f1_score(y, pred, average=None, zero_division=0)
+    )
+
+
+def test_threshold_is_strict_and_per_label():
+    y = np.array([[1, 1]])
+    scores = np.array([[0.25, 0.6]])
+    assert per_label_f1(y, scores, 0.25).tolist() == [0.0, 1.0]
+    assert per_label_f1(y, scores, np.array([0.2, 0.7])).tolist() == [1.0, 0.0]
+
+
+def test_jaccard_and_example_f1_by_hand():
+    y = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0], [1, 1, 0]])
+    p = np.array([[1, 1, 0], [0, 0, 0], [0, 1, 0], [0, 0, 1]])
+    got = metrics_from_predictions(y, p)
+    # Jaccard per sample: 1/3, empty-vs-empty 0 (not 1), 1, 0.
+    assert got["acc"] == pytest.approx((1 / 3 + 0 + 1 + 0) / 4)
+    # Example F1 per sample: 2*1/(2+2), 0 by convention, 1, 0.
+    assert got["example_f1"] == pytest.approx((0.5 + 0 + 1 + 0) / 4)
+    assert got["example_f1"] == pytest.approx(skm.f1_score(y, p, average="samples", zero_division=0))
+    assert got["subset_acc"] == pytest.approx(2 / 4)
+    assert got["hamming_loss"] == pytest.approx(5 / 12)
+
+
+def test_swapping_truth_and_prediction_swaps_precision_and_recall():
+    y = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1]])
+    p = np.array([[1, 0, 0], [1, 1, 1], [0, 1, 1]])
+    forward, swapped = metrics_from_predictions(y, p), metrics_from_predictions(p, y)
+    # tp=4, predicted=6, true=5
+    assert forward["micro_precision"] == pytest.approx(4 / 6)
+    assert forward["micro_recall"] == pytest.approx(4 / 5)
+    assert forward["micro_precision"] != pytest.approx(forward["micro_recall"])
+    assert swapped["micro_precision"] == pytest.approx(forward["micro_recall"])
+    assert swapped["micro_recall"] == pytest.approx(forward["micro_precision"])
+    assert swapped["macro_precision"] == pytest.approx(forward["macro_recall"])
+
+
+def test_perfect_and_empty_predictions():
+    y = np.array([[1, 0], [0, 1]])
+    perfect = multilabel_metrics(y, y.astype(float), 0.5)
+    assert all(perfect[k] == 1.0 for k in METRIC_NAMES if k != "hamming_loss")
+    assert perfect["hamming_loss"] == 0.0
+    nothing = multilabel_metrics(y, np.zeros((2, 2)), 0.5)
+    assert nothing["micro_precision"] == 0.0 and nothing["micro_f1"] == 0.0 and nothing["acc"] == 0.0
+    assert nothing["hamming_loss"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "y, scores, threshold, message",
+    [
+        (np.ones((2, 3)), np.ones((2, 2)), 0.5, "shape"),
+        (np.full((2, 2), 2), np.ones((2, 2)), 0.5, "0/1"),
+        (np.ones((2, 2)), np.full((2, 2), np.nan), 0.5, "NaN"),
+        (np.ones((2, 2)), np.full((2, 2), 3.0), 0.5, r"\[0, 1\]"),
+        (np.ones(4), np.ones(4), 0.5, r"\(N, C\)"),
+        (np.ones((2, 2)), np.ones((2, 2)), np.array([0.5, 0.5, 0.5]), "one per label"),
+        (np.ones((2, 2)), np.ones((2, 2)), 1.5, "thresholds"),
+    ],
+)
+def test_bad_input_is_refused(y, scores, threshold, message):
+    with pytest.raises(ValueError, match=message):
+        multilabel_metrics(y, scores, threshold)
+
+
+def test_tune_thresholds_maximises_each_label_f1(random_case):
+    y, scores = random_case
+    grid = np.linspace(0.05, 0.95, 19)
+    chosen = tune_thresholds(y, scores, grid)
+    assert chosen.shape == (y.shape[1],)
+    best_by_search = np.max([per_label_f1(y, scores, t) for t in grid], axis=0)
+    np.testing.assert_allclose(per_label_f1(y, scores, chosen), best_by_search)
+    # The never-true label: every threshold scores 0, so the default is kept.
+    assert chosen[4] == pytest.approx(0.25)
+
+
+def test_tune_thresholds_finds_the_separating_threshold():
+    y = np.array([[1], [1], [0], [0]])
+    scores = np.array([[0.9], [0.65], [0.6], [0.1]])
+    assert tune_thresholds(y, scores, [0.3, 0.5, 0.62, 0.8]).tolist() == [0.62]
+    with pytest.raises(ValueError, match="grid"):
+        tune_thresholds(y, scores, [0.0, 0.5])
