@@ -120,4 +120,5 @@ def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
 
     uri = prepare_tracking(tracking_uri)
     print(f"MLflow UI for {redact(uri)} at http://{host}:{port}  (Ctrl-C to stop)")
-    c.run(f"mlflow ui --backend-store-uri '{uri}' --host {host} --port {port}", pty=False)
+    # The URI travels in the environment, not the command line, so a password never shows in `ps`.
+    c.run(f"mlflow server --host {host} --port {port} --workers 1", env={"MLFLOW_BACKEND_STORE_URI": uri}, pty=False)

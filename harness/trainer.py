@@ -113,7 +113,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
             with autocast:
                 loss = model.training_loss(inputs, masks, labels).total
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(epoch, step, float(loss))
+                raise NonFiniteLossError(epoch, step, float(loss.detach()))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)

@@ -1,0 +1,161 @@
+"""Building blocks of CARAT (CARAT.md sections 1-3), each usable on its own.
+
+Initialisation follows the reference: the BERT-style encoders draw Linear/Embedding
+weights from N(0, 0.02) with zero biases; label attention, the MLPs and the fusion
+maps use Xavier-uniform weights (biases keep torch's default).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# BERT's additive mask value: large enough that exp() underflows to exactly 0 for padding
+# keys, yet finite, so a sequence with no real step still gives finite (uniform) weights.
+MASK_VALUE = -10000.0
+LAYER_NORM_EPS = 1e-12  # the reference's TF-style LayerNorm
+INIT_STD = 0.02
+
+
+class BertLayer(nn.Module):
+    """Post-norm Transformer layer as in BERT: attention, add & norm, GELU feed-forward, add & norm."""
+
+    def __init__(self, d: int, heads: int, ffn_size: int, dropout: float):
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"hidden size {d} is not divisible by {heads} heads")
+        self.heads, self.dropout_p = heads, dropout
+        self.qkv = nn.Linear(d, 3 * d)
+        self.attn_out = nn.Linear(d, d)
+        self.attn_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.ffn_in = nn.Linear(d, ffn_size)
+        self.ffn_out = nn.Linear(ffn_size, d)
+        self.ffn_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        """x (B, T, d); attn_bias (B, 1, 1, T) additive (0 real, MASK_VALUE padding)."""
+        batch, steps, d = x.shape
+        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_bias, dropout_p=self.dropout_p if self.training else 0.0
+        )
+        context = context.transpose(1, 2).reshape(batch, steps, d)
+        x = self.attn_norm(x + self.dropout(self.attn_out(context)))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
+
+
+class SequenceEncoder(nn.Module):
+    """BERT-style encoder of one modality: Linear D -> d plus learned positions, LayerNorm, dropout, layers."""
+
+    def __init__(self, in_dim: int, max_len: int, d: int, depth: int, heads: int, dropout: float):
+        super().__init__()
+        self.project = nn.Linear(in_dim, d)
+        self.positions = nn.Embedding(max_len, d)
+        self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(BertLayer(d, heads, d, dropout) for _ in range(depth))
+        self.apply(_bert_init)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) bool -> hidden states (B, T, d)."""
+        h = self.dropout(self.norm(self.project(x) + self.positions.weight[: x.shape[1]]))
+        attn_bias = (~mask).to(h.dtype).mul(MASK_VALUE)[:, None, None, :]
+        for layer in self.layers:
+            h = layer(h, attn_bias)
+        return h
+
+
+def _bert_init(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class CTCAligner(nn.Module):
+    """Soft alignment of a sequence to ``target_len`` steps (CARAT.md 1.2, from MulT).
+
+    A 2-layer LSTM scores every input frame against target_len + 1 positions; softmax;
+    position 0 ("blank") is dropped; the output is P^T X. Padding frames are zeroed
+    first (a deviation from the reference, which lets them in) so that their values
+    cannot leak into the aligned sequence.
+    """
+
+    def __init__(self, in_dim: int, target_len: int):
+        super().__init__()
+        self.target_len = target_len
+        self.lstm = nn.LSTM(in_dim, target_len + 1, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) -> aligned (B, target_len, D)."""
+        x = x * mask.unsqueeze(-1).to(x.dtype)
+        scores, _ = self.lstm(x)
+        positions = torch.softmax(scores, dim=-1)[..., 1:]
+        return positions.transpose(1, 2) @ x
+
+
+class LabelAttention(nn.Module):
+    """Label-wise attention: a bias-free Linear d -> C scores frames; masked softmax over time."""
+
+    def __init__(self, d: int, n_labels: int):
+        super().__init__()
+        self.score = nn.Linear(d, n_labels, bias=False)
+        nn.init.xavier_uniform_(self.score.weight)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """h (B, T, d), mask (B, T) -> label-specific features (B, C, d)."""
+        scores = self.score(h).transpose(1, 2) + (~mask).to(h.dtype).mul(MASK_VALUE).unsqueeze(1)
+        return torch.softmax(scores, dim=-1) @ h
+
+
+class ModalityMLP(nn.Module):
+    """One MLP per modality, applied to all modalities at once.
+
+    Input (B, M, ..., sizes[0]) -> (B, M, ..., sizes[-1]); ReLU between layers. The
+    weights of modality m are stacked at index m, so the M MLPs run as batched matmuls.
+    """
+
+    def __init__(self, n_modalities: int, sizes: list[int]):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            weight = torch.empty(n_modalities, fan_in, fan_out)
+            bias = torch.empty(n_modalities, fan_out)
+            bound = math.sqrt(6.0 / (fan_in + fan_out))  # Xavier-uniform, per modality
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))  # nn.Linear's default
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, n_mod = x.shape[:2]
+        inner = x.shape[2:-1]
+        h = x.reshape(batch, n_mod, -1, x.shape[-1]).transpose(0, 1)  # (M, B, rest, in)
+        h = h.reshape(n_mod, -1, x.shape[-1])
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if i:
+                h = torch.relu(h)
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight)
+        h = h.view(n_mod, batch, -1, h.shape[-1]).transpose(0, 1)
+        return h.reshape(batch, n_mod, *inner, h.shape[-1])
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Shared MLP with ReLU between layers and Xavier-uniform weights (the reference's MLLinear)."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i:
+            layers.append(nn.ReLU())
+        linear = nn.Linear(fan_in, fan_out)
+        nn.init.xavier_uniform_(linear.weight)
+        layers.append(linear)
+    return nn.Sequential(*layers)
