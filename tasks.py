@@ -28,6 +28,9 @@ def _run_study(study, tune_only, **options):
     from harness.data import DataFormatError
     from harness.storage import StorageError
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress bars say what Optuna's info lines would
     try:
         spec = studies.load(study).with_options(
             dataset=options["dataset"], data_path=options["data_path"], seeds=options["seeds"],
@@ -122,3 +125,48 @@ def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
     print(f"MLflow UI for {redact(uri)} at http://{host}:{port}  (Ctrl-C to stop)")
     # The URI travels in the environment, not the command line, so a password never shows in `ps`.
     c.run(f"mlflow server --host {host} --port {port} --workers 1", env={"MLFLOW_BACKEND_STORE_URI": uri}, pty=False)
+
+
+DATA_HELP = {
+    "dataset": "synthetic (default), mosei_aligned, mosei_unaligned, m3ed, emotions, arff or npz",
+    "data_path": "folder holding the data set's public files, or the file itself (synthetic takes none)",
+    "option": "loader option KEY=VALUE, repeatable, value read as YAML (e.g. --option size=tiny)",
+    "json": "print exactly one JSON object instead of the table",
+}
+
+
+@task(help=DATA_HELP, iterable=["option"])
+def data(c, dataset="synthetic", data_path=None, option=None, json=False):
+    """Load a data set and summarise it: modalities (T, D), labels, per-split sizes and label counts."""
+    import json as json_lib
+
+    from harness import data as datasets
+
+    try:
+        loaded = datasets.load(dataset, data_path=data_path, **_loader_options(option or []))
+    except (datasets.DataFormatError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+        raise Exit(f"error: {exc}", code=1)
+    summary = loaded.summary()
+    if json:
+        print(json_lib.dumps(summary))
+        return
+    print(f"{summary['dataset']} ({'aligned' if loaded.aligned else 'unaligned'}) from {loaded.source}")
+    print("modalities: " + ", ".join(f"{m} (T={t}, D={d})" for m, (t, d) in summary["modalities"].items()))
+    labels = summary["labels"]
+    widths = [max(len(name), 5) for name in labels]
+    print(f"{'split':<6} {'n':>6}  " + "  ".join(f"{name:>{w}}" for name, w in zip(labels, widths)))
+    for split, info in summary["splits"].items():
+        counts = "  ".join(f"{count:>{w}}" for count, w in zip(info["label_counts"], widths))
+        print(f"{split:<6} {info['n']:>6}  {counts}")
+
+
+def _loader_options(pairs: list[str]) -> dict:
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Exit(f"error: --option takes KEY=VALUE, got {pair!r}", code=1)
+        options[key.strip()] = yaml.safe_load(value)
+    return options

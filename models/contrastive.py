@@ -77,16 +77,16 @@ class _ChunkedSupCon(torch.autograd.Function):
             positive_sum = torch.where(positives, sims, 0.0).sum(1)
             total += torch.where(count > 0, log_norm - positive_sum / count.clamp_min(1.0), 0.0).sum()
             log_norms[start:stop], n_positives[start:stop] = log_norm, count
-        ctx.save_for_backward(batch, queue, classes, log_norms, n_positives)
-        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        # The concatenation is a copy: the caller may push to its queue before backward runs.
+        ctx.save_for_backward(features, classes, log_norms, n_positives)
+        ctx.n_batch, ctx.temperature, ctx.chunk_size = batch.shape[0], temperature, chunk_size
         return total / n_anchors
 
     @staticmethod
     def backward(ctx, grad_output):
-        batch, queue, classes, log_norms, n_positives = ctx.saved_tensors
-        features = torch.cat([batch, queue])
-        n_batch, n_anchors = batch.shape[0], log_norms.shape[0]
-        grad = torch.zeros_like(batch)
+        features, classes, log_norms, n_positives = ctx.saved_tensors
+        n_batch, n_anchors = ctx.n_batch, log_norms.shape[0]
+        grad = features.new_zeros(n_batch, features.shape[1])
         for start, stop in _anchor_chunks(n_batch, n_anchors, ctx.chunk_size):
             count = n_positives[start:stop]
             if not bool((count > 0).any()):

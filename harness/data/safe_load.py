@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy._core import multiarray as _multiarray
+from numpy._core import numeric as _numeric
 
 from harness.data.dataset import DataFormatError
 
@@ -34,6 +35,10 @@ _NUMPY_FUNCTIONS = {
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
     for name in ("_reconstruct", "scalar")
 }
+# Pickle protocol 5 (numpy arrays re-saved by recent Python) rebuilds arrays from a buffer.
+_NUMPY_FUNCTIONS.update(
+    {(module, "_frombuffer"): _numeric._frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")}
+)
 _NUMPY_CLASSES = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 _NUMPY_CLASSES.update({("numpy.dtypes", cls.__name__): cls for cls in _DTYPE_CLASSES})
 # Protocol-2 pickles encode raw bytes through _codecs.encode; the rest are plain containers.
@@ -89,7 +94,8 @@ def torch_safe_globals() -> list:
     """
     allowed: list = [np.ndarray, np.dtype, *_DTYPE_CLASSES, argparse.Namespace]
     for (module, name), function in _NUMPY_FUNCTIONS.items():
-        allowed.append((function, f"{module}.{name}"))
+        if name != "_frombuffer":  # torch.save writes protocol 2, which never needs it
+            allowed.append((function, f"{module}.{name}"))
     return allowed
 
 

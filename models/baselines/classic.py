@@ -36,6 +36,11 @@ class PooledModel(ClassicModel):
         self._fit_pooled(self.scaler_.transform(pooled), y)
         return self
 
+    @property
+    def n_parameters(self) -> int:
+        """Learned scalars of the fitted model (0 before fit), reported beside the neural models' counts."""
+        return 0 if self.scaler_ is None else self._count_parameters()
+
     def predict_scores(self, inputs, masks) -> np.ndarray:
         if self.scaler_ is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
@@ -49,6 +54,9 @@ class PooledModel(ClassicModel):
 
     def _pooled_scores(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _count_parameters(self) -> int:
+        return 0  # lazy learners (k-NN) keep the training set, not parameters
 
 
 class BinaryLogistic(ClassifierMixin, BaseEstimator):
@@ -82,6 +90,14 @@ class BinaryLogistic(ClassifierMixin, BaseEstimator):
     def predict(self, x):
         return (self.predict_proba(x)[:, 1] > 0.5).astype(np.int64)
 
+    @property
+    def n_parameters(self) -> int:
+        return 0 if self.model_ is None else logistic_size(self.model_)
+
+
+def logistic_size(model: LogisticRegression) -> int:
+    return int(model.coef_.size + model.intercept_.size)
+
 
 @dataclass(frozen=True)
 class LogisticConfig:
@@ -98,7 +114,9 @@ class LogisticConfig:
 @dataclass(frozen=True)
 class ClassifierChainConfig(LogisticConfig):
     n_chains: int = 10  # chains with different random label orders, scores averaged (1 = a single chain)
-    seed: int = 1  # seeds the label orders
+    # Seeds the label orders; None draws them from numpy's global RNG (as scikit-learn's
+    # random_state=None does), which the trainer seeds with the run's seed, so repeats differ.
+    seed: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -145,24 +163,31 @@ class BinaryRelevance(PooledModel):
     def _pooled_scores(self, x):
         return positive_columns(self.model_.estimators_, self.model_.predict_proba(x))
 
+    def _count_parameters(self):
+        return sum(e.n_parameters for e in self.model_.estimators_)
+
 
 class ClassifierChainEnsemble(PooledModel):
     """Classifier chains (Read et al. 2011): label j's regression also reads the predictions for earlier labels.
 
-    Each chain gets its own random label order (seeded by ``seed + chain``); the scores
-    of the chains are averaged. Unlike Read et al.'s ECC the chains share the full
+    Each chain gets its own random label order (``seed + chain``, or numpy's global RNG
+    when ``seed`` is None); the scores of the chains are averaged. Unlike Read et al.'s ECC the chains share the full
     training set (no bootstrap), so they differ only in order.
     """
 
     def _fit_pooled(self, x, y):
         base = BinaryLogistic(C=self.config.C, max_iter=self.config.max_iter)
+        seed = self.config.seed
         self.chains_ = [
-            ClassifierChain(base, order="random", random_state=self.config.seed + chain).fit(x, y)
+            ClassifierChain(base, order="random", random_state=None if seed is None else seed + chain).fit(x, y)
             for chain in range(self.config.n_chains)
         ]
 
     def _pooled_scores(self, x):
         return np.mean([chain.predict_proba(x) for chain in self.chains_], axis=0)
+
+    def _count_parameters(self):
+        return sum(e.n_parameters for chain in self.chains_ for e in chain.estimators_)
 
 
 class LabelPowerset(PooledModel):
@@ -185,6 +210,9 @@ class LabelPowerset(PooledModel):
             return np.repeat(self.label_sets_.astype(np.float64), len(x), axis=0)
         # model_.classes_ is 0..K-1 in order (every class index occurs in training).
         return self.model_.predict_proba(x) @ self.label_sets_.astype(np.float64)
+
+    def _count_parameters(self):
+        return 0 if self.model_ is None else logistic_size(self.model_)
 
 
 class KNNBinaryRelevance(PooledModel):

@@ -63,6 +63,9 @@ class MLkNN(PooledModel):
         negative = (1.0 - self.prior_positive_) * self.likelihood_negative_[label, counts]
         return positive / (positive + negative)
 
+    def _count_parameters(self):
+        return int(self.prior_positive_.size + self.likelihood_positive_.size + self.likelihood_negative_.size)
+
     def _neighbour_label_counts(self, neighbour_index: np.ndarray) -> np.ndarray:
         """(N, C) number of the k neighbours of each sample that carry each label."""
         return self.train_labels_[neighbour_index].sum(axis=1)

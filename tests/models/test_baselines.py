@@ -172,6 +172,24 @@ def test_classifier_chains_are_seeded():
     np.testing.assert_array_equal(scores(3), scores(3))
     assert orders(3) == orders(3)
     assert orders(3) != orders(4)
+    # Without a seed of its own the chain orders follow numpy's global RNG, which the trainer seeds per run.
+    np.random.seed(7)
+    first = orders(None)
+    np.random.seed(7)
+    assert orders(None) == first
+    np.random.seed(8)
+    assert orders(None) != first
+
+
+@pytest.mark.parametrize("name, expected", [("br", 3 * (7 + 1)), ("lp", None), ("mlknn", 3 + 2 * 3 * 11), ("knn_br", 0)])
+def test_classic_parameter_counts(name, expected):
+    layout = LAYOUTS["two_sequences"]  # 4 + 3 = 7 pooled features
+    model = models.create(name, spec_of(layout))
+    assert model.n_parameters == 0
+    model.fit(*make_split(layout, 60, seed=30))
+    if name == "lp":  # 7 weights and a bias per label set seen in training (mlknn: prior + 2 tables of k+1)
+        expected = len(model.label_sets_) * (7 + 1)
+    assert model.n_parameters == expected
 
 
 def test_label_powerset_scores_are_marginals_of_seen_label_sets():

@@ -1,0 +1,201 @@
+"""Figures of a study (PNG, seaborn styling, Agg backend: no display needed).
+
+Every function takes plain tables/arrays, writes one PNG and returns its path, or returns
+None when there is nothing to draw (the caller then says why in the report).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from harness.studies import DEFAULT_SETTING  # noqa: E402
+
+DPI = 120
+TSNE_POINTS = 2000  # t-SNE is quadratic-ish: a random subset keeps the report quick and the picture legible
+BAR_METRICS = (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"), ("acc", "Acc"))
+
+
+@contextlib.contextmanager
+def _figure(path: Path, *args, **kwargs):
+    """A styled figure, saved to ``path`` and closed (scoped style: no global rc changes)."""
+    style = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}
+    with matplotlib.rc_context(style):
+        fig, axes = plt.subplots(*args, **kwargs)
+        try:
+            yield fig, axes
+            fig.tight_layout()
+            fig.savefig(path, dpi=DPI)
+        finally:
+            plt.close(fig)
+
+
+def metric_bars(finished: pd.DataFrame, path: Path) -> Path | None:
+    """Mean ± std (and each seed as a dot) of micro-F1, macro-F1 and Acc per variant."""
+    runs = finished[finished["setting"] == DEFAULT_SETTING]
+    if runs.empty:
+        return None
+    order = list(dict.fromkeys(runs["variant"]))
+    height = 1.2 + 0.45 * len(order)
+    with _figure(path, 1, len(BAR_METRICS), figsize=(4.2 * len(BAR_METRICS), height), sharey=True) as (fig, axes):
+        for ax, (key, title) in zip(axes, BAR_METRICS):
+            values = runs[["variant", f"test_{key}"]].rename(columns={f"test_{key}": title})
+            stats = values.groupby("variant", sort=False)[title].agg(["mean", "std"]).reindex(order)
+            ax.barh(order, stats["mean"], xerr=stats["std"].fillna(0), color=sns.color_palette("deep")[0],
+                    alpha=0.75, capsize=3)  # fmt: skip
+            sns.stripplot(data=values, x=title, y="variant", order=order, ax=ax, color="black", size=3.5, jitter=0.15)
+            ax.set_xlim(0.0, min(1.0, np.nanmax(values[title]) + 0.08))  # from 0: bar lengths stay honest
+            ax.set_title(title)
+            ax.set_xlabel("test")
+            ax.set_ylabel("")
+        fig.suptitle(f"Mean ± std over seeds (dots: single seeds), {runs['seed'].nunique()} seed(s)", fontsize=11)
+    return path
+
+
+def label_heatmap(finished: pd.DataFrame, labels: list[str], path: Path) -> Path | None:
+    """Test F1 per label (mean over seeds): variants x labels."""
+    runs = finished[finished["setting"] == DEFAULT_SETTING]
+    columns = [f"test_f1_{label}" for label in labels if f"test_f1_{label}" in runs]
+    if runs.empty or not columns:
+        return None
+    grid = runs.groupby("variant", sort=False)[columns].mean()
+    grid.columns = [c.removeprefix("test_f1_") for c in columns]
+    size = (1.6 + 1.1 * len(grid.columns), 1.4 + 0.5 * len(grid))
+    with _figure(path, figsize=size) as (fig, ax):
+        sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax,
+                    cbar_kws={"label": "test F1 (mean over seeds)"})  # fmt: skip
+        ax.set_xlabel("label")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_title("Per-label F1")
+    return path
+
+
+def training_curves(history: pd.DataFrame, path: Path) -> Path | None:
+    """Validation micro-F1 per epoch: mean and ± std band over seeds, one line per variant.
+
+    ``history`` has columns variant, seed, epoch, val_micro_f1."""
+    if history.empty or history["val_micro_f1"].isna().all():
+        return None
+    with _figure(path, figsize=(7.5, 4.5)) as (fig, ax):
+        palette = sns.color_palette("tab10", n_colors=max(10, history["variant"].nunique()))
+        for colour, (variant, rows) in zip(palette, history.groupby("variant", sort=False)):
+            curve = rows.groupby("epoch")["val_micro_f1"].agg(["mean", "std", "count"])
+            label = f"{variant} ({rows['seed'].nunique()} seeds)"
+            ax.plot(curve.index, curve["mean"], color=colour, marker="o" if len(curve) < 3 else None, label=label)
+            band = curve["std"].fillna(0)
+            ax.fill_between(curve.index, curve["mean"] - band, curve["mean"] + band, color=colour, alpha=0.18)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation micro-F1")
+        ax.set_title("Training curves (mean ± std over seeds)")
+        ax.legend(fontsize=8, loc="lower right")
+    return path
+
+
+def sensitivity(finished: pd.DataFrame, defaults: dict[str, float], path: Path, metric: str = "micro_f1") -> Path | None:
+    """Test ``metric`` against each swept parameter (one panel each), the default as a star.
+
+    ``defaults`` maps a swept parameter to its value in the default setting. Values are
+    placed at evenly spaced, ordered positions: sweeps such as 0, 0.001 ... 1 fit no one scale."""
+    swept = finished[finished["setting"] != DEFAULT_SETTING]
+    if swept.empty:
+        return None
+    swept = swept.assign(
+        param=swept["setting"].str.partition("=")[0], value=pd.to_numeric(swept["setting"].str.partition("=")[2])
+    )
+    default_runs = finished[finished["setting"] == DEFAULT_SETTING][f"test_{metric}"]
+    params = list(dict.fromkeys(swept["param"]))
+    cols = min(4, len(params))
+    rows = -(-len(params) // cols)
+    with _figure(path, rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False, sharey=True) as (fig, axes):
+        for ax, param in zip(axes.flat, params):
+            stats = swept[swept["param"] == param].groupby("value")[f"test_{metric}"].agg(["mean", "std"])
+            positions = sorted(set(stats.index) | ({defaults[param]} if param in defaults else set()))
+            x = {v: i for i, v in enumerate(positions)}
+            ax.errorbar([x[v] for v in stats.index], stats["mean"], yerr=stats["std"].fillna(0), marker="o",
+                        capsize=3, label="swept")  # fmt: skip
+            if param in defaults and len(default_runs):
+                ax.errorbar([x[defaults[param]]], [default_runs.mean()], yerr=[np.nan_to_num(default_runs.std())],
+                            marker="*", markersize=14, color="crimson", linestyle="none", capsize=3, label="default")  # fmt: skip
+            ax.set_xticks(range(len(positions)), [f"{v:g}" for v in positions])
+            ax.set_xlabel(param)
+            ax.set_title(param)
+        for ax in axes.flat[len(params) :]:
+            ax.set_visible(False)
+        for ax in axes[:, 0]:
+            ax.set_ylabel(f"test {metric.replace('_', '-')}")
+        axes.flat[0].legend(fontsize=8)
+        fig.suptitle("Sensitivity: one parameter changed at a time (mean ± std over seeds)", fontsize=11)
+    return path
+
+
+def optuna_summary(trials: pd.DataFrame, importances: dict[str, float] | None, title: str, path: Path) -> Path | None:
+    """Parameter importances (when known) and the optimisation history of one tuning study.
+
+    ``trials`` has columns number, value (complete trials only)."""
+    if trials.empty:
+        return None
+    panels = 2 if importances else 1
+    with _figure(path, 1, panels, figsize=(6 * panels, 4), squeeze=False) as (fig, axes):
+        history = axes[0, -1]
+        history.scatter(trials["number"], trials["value"], s=18, label="trial", color=sns.color_palette("deep")[0])
+        history.step(trials["number"], trials["value"].cummax(), where="post", color="crimson", label="best so far")
+        history.set_xlabel("trial")
+        history.set_ylabel("validation micro-F1")
+        history.set_title("Optimisation history")
+        history.legend(fontsize=8)
+        if importances:
+            ranked = pd.Series(importances).sort_values()
+            axes[0, 0].barh(ranked.index, ranked.values, color=sns.color_palette("deep")[2])
+            axes[0, 0].set_xlabel("importance (fANOVA, normalised)")
+            axes[0, 0].set_title("Parameter importances")
+        fig.suptitle(title, fontsize=11)
+    return path
+
+
+def latent_tsne(latents: dict, title: str, path: Path, seed: int = 0) -> Path | None:
+    """t-SNE of label-specific latents (n, M, C, dz): coloured by modality, then by label polarity."""
+    z = np.asarray(latents["z"], dtype=np.float32)
+    n, n_mod, n_labels, dz = z.shape
+    names = [str(m) for m in latents["modality_names"]] if "modality_names" in latents else \
+        [f"modality {m + 1}" for m in range(n_mod)]  # fmt: skip
+    modality = np.broadcast_to(np.arange(n_mod)[None, :, None], z.shape[:3]).reshape(-1)
+    positive = np.broadcast_to(np.asarray(latents["labels"], bool)[:, None, :], z.shape[:3]).reshape(-1)
+    points = z.reshape(-1, dz)
+    if len(points) < 5:
+        return None
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(points), size=min(TSNE_POINTS, len(points)), replace=False))
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, (len(keep) - 1) / 3))
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points[keep])
+    frame = pd.DataFrame({
+        "x": xy[:, 0], "y": xy[:, 1],
+        "modality": [names[m] for m in modality[keep]],
+        "polarity": np.where(positive[keep], "positive", "negative"),
+    })  # fmt: skip
+    with _figure(path, 1, 2, figsize=(12, 5.2)) as (fig, axes):
+        sns.scatterplot(data=frame, x="x", y="y", hue="modality", s=10, alpha=0.7, linewidth=0, ax=axes[0])
+        sns.scatterplot(data=frame, x="x", y="y", hue="polarity", hue_order=["positive", "negative"],
+                        palette={"positive": "crimson", "negative": "steelblue"}, s=10, alpha=0.6, linewidth=0,
+                        ax=axes[1])  # fmt: skip
+        axes[0].set_title("by modality")
+        axes[1].set_title("by polarity of the vector's label")
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.legend(markerscale=2, fontsize=8)
+        fig.suptitle(f"{title}: {len(keep)} of {len(points)} label-specific vectors "
+                     f"({n} samples x {n_mod} modalities x {n_labels} labels)", fontsize=11)  # fmt: skip
+    return path

@@ -1,0 +1,159 @@
+"""Results tables in the paper's shape: mean ± std over seeds, best per column marked.
+
+``summarise`` does the arithmetic (pandas, from the runs' metrics); ``results_table`` lays it
+out with the reference rows; ``markdown`` / ``latex`` / ``html`` render any ``Table``.
+"""
+from __future__ import annotations
+
+import html as html_escape
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.studies import DEFAULT_SETTING
+from harness.tracking import FINAL_METRICS
+from reports.references import ReferenceRow, format_value
+
+# (metric key, column title, higher is better), in the paper's column order.
+COLUMNS = (
+    ("acc", "Acc", True),
+    ("hamming_loss", "HL", False),
+    ("micro_precision", "micro-P", True),
+    ("micro_recall", "micro-R", True),
+    ("micro_f1", "micro-F1", True),
+    ("macro_f1", "macro-F1", True),
+    ("subset_acc", "subset acc", True),
+    ("example_f1", "example-F1", True),
+)
+DIGITS = 3
+PR_NOTE = (
+    "Precision and recall are computed the right way round (precision over the predictions, recall over "
+    "the truth). The CARAT reference code calls its metric helper with the arguments swapped, so the "
+    "precision it logs is our recall and vice versa (CARAT.md section 5)."
+)
+REFERENCE_MARK = "†"
+
+
+@dataclass
+class Cell:
+    text: str
+    bold: bool = False
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Cell]]
+    reference_rows: list[list[Cell]] = field(default_factory=list)  # shown after a rule, marked
+    notes: list[str] = field(default_factory=list)
+
+
+def summarise(finished: pd.DataFrame) -> pd.DataFrame:
+    """One row per (variant, setting) in first-seen order: n_seeds, seeds, run_ids and
+    ``<metric>_mean`` / ``<metric>_std`` (sample std, ddof=1) of every final test metric."""
+    rows = []
+    for (variant, setting), group in finished.groupby(["variant", "setting"], sort=False):
+        row = {
+            "variant": variant,
+            "setting": setting,
+            "n_seeds": len(group),
+            "seeds": " ".join(str(s) for s in group["seed"]),
+            "run_ids": " ".join(group["run_id"]),
+        }
+        for metric in FINAL_METRICS:
+            values = pd.to_numeric(group.get(f"test_{metric}"), errors="coerce")
+            row[f"{metric}_mean"] = values.mean()
+            row[f"{metric}_std"] = values.std(ddof=1)  # NaN for a single seed
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def results_table(summary: pd.DataFrame, references: tuple[ReferenceRow, ...] = ()) -> Table:
+    with_setting = bool((summary["setting"] != DEFAULT_SETTING).any())
+    header = ["Variant", *(["Setting"] if with_setting else []), *(title for _, title, _ in COLUMNS), "Seeds"]
+    best = {key: _best(summary[f"{key}_mean"], higher) for key, _, higher in COLUMNS}
+    rows = []
+    for i, row in summary.iterrows():
+        cells = [Cell(row["variant"])] + ([Cell(row["setting"])] if with_setting else [])
+        for key, _, _ in COLUMNS:
+            cells.append(Cell(mean_std(row[f"{key}_mean"], row[f"{key}_std"]), bold=bool(best[key][i])))
+        rows.append(cells + [Cell(str(row["n_seeds"]))])
+    reference_rows = [
+        [Cell(f"{ref.method} {REFERENCE_MARK}")] + ([Cell("")] if with_setting else [])
+        + [Cell(format_value(ref.values.get(key))) for key, _, _ in COLUMNS] + [Cell("")]
+        for ref in references
+    ]  # fmt: skip
+    notes = [
+        "Mean ± sample standard deviation over seeds (test split); Seeds = number of seeds. "
+        "Best mean per column in bold (lowest for HL, the Hamming loss); reference rows are not marked.",
+        PR_NOTE,
+    ]
+    for source in dict.fromkeys(ref.source for ref in references):
+        notes.append(f"{REFERENCE_MARK} Reported elsewhere, not re-run here: {source}.")
+    return Table(header, rows, reference_rows, notes)
+
+
+def mean_std(mean: float, std: float) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.{DIGITS}f}" if np.isnan(std) else f"{mean:.{DIGITS}f} ± {std:.{DIGITS}f}"
+
+
+def _best(means: pd.Series, higher: bool) -> pd.Series:
+    """Rows whose mean, as displayed, is the best of the column (ties all marked)."""
+    shown = means.round(DIGITS)
+    if shown.isna().all():
+        return pd.Series(False, index=means.index)
+    return shown == (shown.max() if higher else shown.min())
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def markdown(table: Table) -> str:
+    def line(cells):
+        return "| " + " | ".join(f"**{c.text}**" if c.bold and c.text else c.text for c in cells) + " |"
+
+    lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    lines += [line(r) for r in table.rows + table.reference_rows]
+    return "\n".join(lines + [""] + [f"{note}  " for note in table.notes]) + "\n"
+
+
+def latex(table: Table) -> str:
+    def line(cells):
+        texts = [_tex(c.text) for c in cells]
+        return " & ".join(rf"\textbf{{{t}}}" if c.bold and t else t for c, t in zip(cells, texts)) + r" \\"
+
+    spec = "l" * (len(table.header) - len(COLUMNS) - 1) + "c" * len(COLUMNS) + "r"
+    lines = [r"\begin{tabular}{" + spec + "}", r"\toprule", " & ".join(map(_tex, table.header)) + r" \\", r"\midrule"]
+    lines += [line(r) for r in table.rows]
+    if table.reference_rows:
+        lines += [r"\midrule"] + [line(r) for r in table.reference_rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    notes = [rf"\par\smallskip{{\footnotesize {_tex(n)}}}" for n in table.notes]
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", *lines, *notes, r"\end{table}"]) + "\n"
+
+
+def html(table: Table, css_class: str = "results") -> str:
+    def row(cells, cls=""):
+        tds = "".join(f"<td>{'<b>' if c.bold else ''}{_h(c.text)}{'</b>' if c.bold else ''}</td>" for c in cells)
+        return f"<tr{cls}>{tds}</tr>"
+
+    head = "".join(f"<th>{_h(h)}</th>" for h in table.header)
+    body = [row(r) for r in table.rows] + [row(r, ' class="reference"') for r in table.reference_rows]
+    notes = "".join(f'<p class="note">{_h(n)}</p>' for n in table.notes)
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{notes}'
+
+
+def _h(text: str) -> str:
+    return html_escape.escape(text)
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}  # fmt: skip
+
+
+def _tex(text: str) -> str:
+    out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
+    return out.replace("±", r"$\pm$").replace("–", "--").replace(REFERENCE_MARK, r"$^\dagger$")

@@ -1,0 +1,203 @@
+"""The report recomputes every number from real MLflow runs (written with TrackedRun into a
+temporary SQLite store), marks what is missing or failed, and links every figure it draws."""
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import reports
+from harness.tracking import FINAL_METRICS, TrackedRun, client_for, ensure_experiment
+from harness.trainer import TrainResult
+from reports import significance
+
+LABELS = ["happy", "sad", "anger"]
+SEEDS = [1, 2, 3]
+
+
+def _metrics(base: float) -> dict:
+    """Distinct, known values per metric: base + a per-metric offset."""
+    return {name: round(base + 0.01 * i, 6) for i, name in enumerate(FINAL_METRICS)}
+
+
+def _result(base: float, seed: int, epochs: int = 3, latents: bool = False) -> TrainResult:
+    rng = np.random.default_rng(seed)
+    n, c = 20, len(LABELS)
+    labels = (rng.random((n, c)) > 0.5).astype(np.float32)
+    return TrainResult(
+        history=[{"epoch": e, "train_loss": 1.0 / e, "val_micro_f1": base - 0.1 / e} for e in range(1, epochs + 1)],
+        best_epoch=epochs,
+        val_metrics={"micro_f1": base},
+        test_metrics=_metrics(base),
+        test_per_label_f1=np.array([base, base - 0.2, base + 0.1]),
+        test_scores=rng.random((n, c)).astype(np.float32),
+        test_labels=labels,
+        thresholds=np.full(c, 0.25),
+        train_seconds=0.5,
+        n_parameters=100,
+        latents=rng.normal(size=(n, 2, c, 4)).astype(np.float32) if latents else None,
+    )
+
+
+def _log(client, uri, study, variant, seed, base, *, setting="default", config_hash="new", phase="repeat",
+         fail=None, params=None, tune_name=None):  # fmt: skip
+    experiment = ensure_experiment(client, uri, study)
+    tags = {"study": study, "variant": variant, "dataset": "synthetic", "seed": seed, "phase": phase,
+            "setting": setting, "optuna_trial": 0, "optuna_study": tune_name or f"{study}.{config_hash}.repeat",
+            "config_hash": config_hash}  # fmt: skip
+    with TrackedRun(client, experiment, f"{variant}-seed{seed}", tags) as run:
+        run.log_params({"setting": setting, "gamma_o": 0.01, **(params or {})})
+        if fail:
+            run.end("FAILED", fail)
+            return run.run_id
+        result = _result(base, seed, latents=variant == "carat")
+        for row in result.history:
+            run.log_epoch(row["epoch"], row)
+        run.log_result(result, LABELS, {"study": study}, keep_latents=True)
+    return run.run_id
+
+
+def carat_base(seed):
+    return 0.6 + 0.01 * seed
+
+
+def no_shuffle_base(seed):
+    return 0.45 + 0.013 * seed  # clearly worse than carat on every metric
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = client_for(uri)
+    for seed in SEEDS:
+        _log(client, uri, "fake", "carat", seed, carat_base(seed))
+        _log(client, uri, "fake", "no_shuffle", seed, no_shuffle_base(seed))
+    _log(client, uri, "fake", "no_shuffle", 4, 0.0, fail="NonFiniteLossError: loss became nan at epoch 2, step 3")
+    _log(client, uri, "old_first", "carat", 1, 0.9, config_hash="old")  # an older configuration: never reported
+    _log(client, uri, "old_first", "carat", 1, 0.3)
+    # half-finished: no_shuffle has seed 1 only
+    for seed in SEEDS:
+        _log(client, uri, "half", "carat", seed, carat_base(seed))
+    _log(client, uri, "half", "no_shuffle", 1, no_shuffle_base(1))
+    ensure_experiment(client, uri, "empty")
+    out = root / "build"
+    summary = reports.generate(None, tracking_uri=uri, storage=str(root / "optuna.journal"), out_dir=out)
+    return {"root": root, "uri": uri, "client": client, "out": out, "summary": summary}
+
+
+def test_results_csv_equals_mean_and_std_of_the_runs(store):
+    table = pd.read_csv(store["out"] / "fake" / "results.csv")
+    assert list(table["variant"]) == ["carat", "no_shuffle"]
+    for variant, base in (("carat", carat_base), ("no_shuffle", no_shuffle_base)):
+        row = table[table["variant"] == variant].iloc[0]
+        assert row["n_seeds"] == 3 and row["seeds"] == "1 2 3"
+        for metric, offset in zip(FINAL_METRICS, range(len(FINAL_METRICS))):
+            values = [round(base(s) + 0.01 * offset, 6) for s in SEEDS]
+            assert row[f"{metric}_mean"] == pytest.approx(np.mean(values), abs=1e-9)
+            assert row[f"{metric}_std"] == pytest.approx(np.std(values, ddof=1), abs=1e-9)
+
+
+def test_results_table_marks_best_and_explains_precision_recall(store):
+    text = (store["out"] / "fake" / "results.md").read_text()
+    carat_row = next(line for line in text.splitlines() if line.startswith("| carat"))
+    shuffle_row = next(line for line in text.splitlines() if line.startswith("| no_shuffle"))
+    # carat is higher on everything, so best everywhere except HL (lower is better): no_shuffle there.
+    assert carat_row.count("**") == 2 * 7
+    assert shuffle_row.count("**") == 2
+    assert "right way round" in text and "swap" in text
+    latex = (store["out"] / "fake" / "results.tex").read_text()
+    assert r"\toprule" in latex and r"\textbf{" in latex and r"no\_shuffle" in latex
+
+
+def test_older_configuration_is_left_out_but_mentioned(store):
+    table = pd.read_csv(store["out"] / "old_first" / "results.csv")
+    assert table["micro_f1_mean"].iloc[0] == pytest.approx(0.3 + 0.01 * FINAL_METRICS.index("micro_f1"))
+    assert store["summary"]["old_first"]["config_hash"] == "new"
+    assert re.search(r"older\) configurations.*old \(1 runs\)", (store["out"] / "index.html").read_text())
+
+
+def test_holm_matches_hand_values():
+    assert significance.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert significance.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+    adjusted = significance.holm([np.nan, 0.02, 0.04])
+    assert np.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.04])
+
+
+def test_significance_flags_only_the_clearly_different_variant():
+    rows = []
+    rng = np.random.default_rng(0)
+    for seed in range(1, 6):
+        carat = 0.6 + 0.02 * rng.standard_normal()
+        for variant, value in (("carat", carat), ("no_shuffle", carat - 0.1 + 0.005 * rng.standard_normal()),
+                               ("no_contrastive", carat + 0.02 * rng.standard_normal())):  # fmt: skip
+            rows.append({"variant": variant, "setting": "default", "seed": seed,
+                         **{f"test_{m}": value for m in FINAL_METRICS}})  # fmt: skip
+    result = significance.compare(pd.DataFrame(rows), ["no_shuffle", "no_contrastive"])
+    micro = result[result["metric"] == "micro_f1"].set_index("variant")
+    assert micro.loc["no_shuffle", "significant"] and not micro.loc["no_shuffle", "better"]
+    assert not micro.loc["no_contrastive", "significant"]
+    assert micro.loc["no_shuffle", "test"] == "paired t-test" and micro.loc["no_shuffle", "n_pairs"] == 5
+    # Holm over the two variants compared: the smaller p is doubled
+    smallest = micro["p"].idxmin()
+    assert micro.loc[smallest, "p_holm"] == pytest.approx(min(1.0, 2 * micro.loc[smallest, "p"]))
+
+
+def test_significance_table_of_the_study(store):
+    result = pd.read_csv(store["out"] / "fake" / "significance.csv")
+    assert set(result["variant"]) == {"no_shuffle"} and result["significant"].all()
+    micro = result[result["metric"] == "micro_f1"].iloc[0]
+    assert micro["mean_diff"] == pytest.approx(np.mean([no_shuffle_base(s) - carat_base(s) for s in SEEDS]))
+    assert micro["seeds"] == "1 2 3"
+
+
+def test_half_finished_study_names_missing_and_present_seeds(store):
+    summary = store["summary"]["half"]
+    assert summary["missing"] == {"no_shuffle": [2, 3]}
+    assert summary["n_finished"] == 4
+    page = (store["out"] / "index.html").read_text()
+    assert "no_shuffle: missing seeds 2, 3; has 1" in page
+
+
+def test_study_file_seeds_are_expected(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = client_for(uri)
+    _log(client, uri, "no_shuffle", "carat", 1, 0.6)
+    summary = reports.generate(["no_shuffle"], tracking_uri=uri, storage=None, out_dir=tmp_path / "out")
+    # studies/no_shuffle.yaml: variants carat and no_shuffle, seeds 1-5
+    assert summary["no_shuffle"]["missing"] == {"carat": [2, 3, 4, 5], "no_shuffle": [1, 2, 3, 4, 5]}
+
+
+def test_failed_runs_are_listed_with_their_reason(store):
+    assert store["summary"]["fake"]["n_failed"] == 1
+    assert "NonFiniteLossError: loss became nan at epoch 2" in (store["out"] / "index.html").read_text()
+
+
+def test_empty_experiment_is_reported_as_no_finished_runs(store):
+    assert store["summary"]["empty"]["status"] == "no finished runs"
+    assert store["summary"]["empty"]["n_runs"] == 0
+    assert store["summary"]["empty"]["paths"] == []
+    assert "Default" not in store["summary"]  # MLflow's empty default experiment is not a study
+
+
+def test_unknown_study_is_reported_not_raised(store, tmp_path):
+    summary = reports.generate(["nope"], tracking_uri=store["uri"], storage=None, out_dir=tmp_path)
+    assert summary["nope"]["status"].startswith("no runs")
+    assert (tmp_path / "index.html").exists()
+
+
+def test_missing_store_is_an_error_not_a_new_database(tmp_path):
+    with pytest.raises(reports.ReportError, match="no MLflow store"):
+        reports.generate(None, tracking_uri=f"sqlite:///{tmp_path}/none.db", storage=None, out_dir=tmp_path)
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_index_references_every_png(store):
+    page = (store["out"] / "index.html").read_text()
+    pngs = sorted(p.relative_to(store["out"]).as_posix() for p in store["out"].rglob("*.png"))
+    assert {"fake/metrics.png", "fake/per_label_f1.png", "fake/training_curves.png", "fake/latents_tsne.png"} <= set(pngs)
+    for png in pngs:
+        assert f'src="{png}"' in page
+    for path in store["summary"]["fake"]["paths"]:
+        assert path.endswith((".png", ".csv", ".md", ".tex")) and (store["out"] / "fake").exists()
+    assert re.search(r"<td>carat</td><td>1</td><td>[0-9a-f]{32}</td>", page)  # run ids trace numbers back
