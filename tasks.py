@@ -170,3 +170,32 @@ def _loader_options(pairs: list[str]) -> dict:
             raise Exit(f"error: --option takes KEY=VALUE, got {pair!r}", code=1)
         options[key.strip()] = yaml.safe_load(value)
     return options
+
+
+REPORT_HELP = {
+    "study": "study (MLflow experiment) to report; repeatable or comma-separated (default: every experiment)",
+    "tracking_uri": "MLflow tracking URI to read (default runs/mlflow.db)",
+    "storage": "Optuna storage holding the tuning studies, for importance/history plots (default runs/optuna.journal)",
+    "out": "output folder (default reports/build)",
+}
+
+
+@task(help=REPORT_HELP, iterable=["study"])
+def report(c, study=None, tracking_uri=None, storage=None, out=None):
+    """Write tables (Markdown, LaTeX, CSV), significance tests and figures of finished studies to one index.html."""
+    from pathlib import Path
+
+    import reports
+    from harness.storage import StorageError
+
+    names = [name.strip() for value in study or [] for name in value.split(",") if name.strip()]
+    out_dir = Path(out) if out else reports.DEFAULT_OUT
+    try:
+        summary = reports.generate(names or None, tracking_uri=tracking_uri, storage=storage, out_dir=out_dir)
+    except (reports.ReportError, StorageError) as exc:
+        raise Exit(f"error: {exc}", code=2)
+    for name, info in summary.items():
+        missing = sum(len(seeds) for seeds in info["missing"].values())
+        print(f"{name:<20} {info['status']}: {info['n_finished']} finished repeat runs, "
+              f"{info['n_failed']} failed, {missing} expected run(s) missing")  # fmt: skip
+    print(out_dir / "index.html")

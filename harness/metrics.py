@@ -115,7 +115,8 @@ def _f1(tp, fp, fn) -> np.ndarray:
 def _safe_ratio(numerator, denominator) -> np.ndarray:
     numerator = np.asarray(numerator, dtype=np.float64)
     denominator = np.asarray(denominator, dtype=np.float64)
-    return np.divide(numerator, denominator, out=np.zeros(np.broadcast(numerator, denominator).shape), where=denominator > 0)
+    out = np.zeros(np.broadcast(numerator, denominator).shape)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
 
 
 def _check_pair(y_true, scores) -> tuple[np.ndarray, np.ndarray]:

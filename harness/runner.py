@@ -142,10 +142,11 @@ def _open_study(storage, name: str, plan: _Plan, worker: int) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def _enqueue_missing(storage, plan: _Plan) -> None:
-    """Enqueue every unit that has no finished, waiting or running trial (so re-runs resume)."""
+def _enqueue_missing(storage, plan: _Plan, only: set | None = None) -> None:
+    """Enqueue every unit that has no finished, waiting or running trial (so re-runs resume);
+    with ``only``, just those repeat units (by key) -- not units that failed in training."""
     alive = (TrialState.WAITING, TrialState.RUNNING, *FINISHED)
-    if plan.study.tuned:
+    if plan.study.tuned and only is None:
         for variant in plan.study.variants:
             tune = _open_study(storage, plan.tune_name(variant), plan, 0)
             have = len(tune.get_trials(deepcopy=False, states=alive))
@@ -156,12 +157,14 @@ def _enqueue_missing(storage, plan: _Plan) -> None:
         repeat = _open_study(storage, plan.repeat_name, plan, 0)
         present = {_unit_key(t.user_attrs) for t in repeat.get_trials(deepcopy=False, states=alive)}
         for unit in plan.repeat_units():
-            if _unit_key(unit) not in present:
+            if _unit_key(unit) not in present and (only is None or _unit_key(unit) in only):
                 repeat.enqueue_trial({}, user_attrs=unit)
 
 
-def _fail_stale(storage, plan: _Plan, client) -> None:
-    """Mark trials left RUNNING by a dead worker FAIL (and their MLflow runs FAILED)."""
+def _fail_stale(storage, plan: _Plan, client) -> set:
+    """Mark trials left RUNNING by a dead worker FAIL (and their MLflow runs FAILED); returns
+    the unit keys of the trials this call failed."""
+    failed = set()
     for name in plan.study_names():
         study = optuna.load_study(study_name=name, storage=storage)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -173,8 +176,10 @@ def _fail_stale(storage, plan: _Plan, client) -> None:
                 storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             except UpdateFinishedTrialError:
                 continue  # it finished (or another process failed it) meanwhile
+            failed.add(_unit_key(t.user_attrs))
             if "mlflow_run_id" in t.user_attrs:
                 tracking.mark_failed(client, t.user_attrs["mlflow_run_id"], reason)
+    return failed
 
 
 def _stale_reason(t) -> str | None:
@@ -244,9 +249,20 @@ def _work(plan: _Plan, worker: int, data=None) -> None:
     if not plan.options.tune_only:
         repeat = _open_study(storage, plan.repeat_name, plan, worker)
         best = {v: _best_params(s) for v, s in zip(plan.study.variants, tune_studies)}
-        while (trial := _claim(repeat)) is not None:
-            if not _is_duplicate(repeat, trial):
-                _run_trial(trial, plan, data, client, bar, tuned=best.get(trial.user_attrs["variant"], {}))
+        while True:
+            trial = _claim(repeat)
+            if trial is not None:
+                if not _is_duplicate(repeat, trial):
+                    _run_trial(trial, plan, data, client, bar, tuned=best.get(trial.user_attrs["variant"], {}))
+                continue
+            if not _has_running(repeat):
+                break
+            # Units still run elsewhere: wait for them, so this worker's summary is the whole
+            # study's and a unit whose worker dies (found stale) is taken over, not left missing.
+            stale = _fail_stale(storage, plan, client)
+            if stale:
+                _enqueue_missing(storage, plan, only=stale)
+            time.sleep(POLL_SECONDS)
     bar.close()
 
 

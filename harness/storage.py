@@ -13,11 +13,12 @@ Passwords in URLs are never printed or logged: use :func:`redact`.
 """
 from __future__ import annotations
 
+import base64
 import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import optuna
 
@@ -49,7 +50,7 @@ def open_optuna_storage(url: str | None) -> optuna.storages.BaseStorage:
     scheme = urlsplit(url).scheme.split("+")[0]
     try:
         if scheme in RDB_SCHEMES:
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme))
+            return optuna.storages.RDBStorage(with_shipped_driver(url), engine_kwargs=_engine_kwargs(scheme))
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(
@@ -58,6 +59,16 @@ def open_optuna_storage(url: str | None) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(backend)
     except Exception as exc:  # any driver error: say which storage, hide the password
         raise StorageError(f"cannot open Optuna storage {redact(url)}: {_first_line(exc)}") from None
+
+
+def with_shipped_driver(url: str) -> str:
+    """A database URL naming the PostgreSQL driver requirements.txt ships (psycopg2) when it names
+    none: SQLAlchemy >= 2.1 reads a bare ``postgresql://`` as psycopg 3, which is not installed,
+    and no longer accepts the old ``postgres://`` alias at all."""
+    scheme, separator, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2{separator}{rest}"
+    return url
 
 
 def _engine_kwargs(scheme: str) -> dict:
@@ -72,9 +83,8 @@ def prepare_tracking(uri: str | None) -> str:
     uri = uri or DEFAULT_TRACKING_URI
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
-        health = uri.rstrip("/") + "/health"
         try:
-            with urllib.request.urlopen(health, timeout=10) as reply:
+            with urllib.request.urlopen(_health_request(uri), timeout=10) as reply:
                 if reply.status != 200:
                     raise StorageError(f"MLflow server {redact(uri)} answered {reply.status} on /health")
         except (urllib.error.URLError, OSError) as exc:
@@ -92,17 +102,33 @@ def prepare_tracking(uri: str | None) -> str:
     elif scheme.split("+")[0] in RDB_SCHEMES:
         import sqlalchemy
 
+        given, uri = uri, with_shipped_driver(uri)
         try:
             engine = sqlalchemy.create_engine(uri, **_engine_kwargs(scheme.split("+")[0]))
             with engine.connect():
                 pass
+            engine.dispose()
         except Exception as exc:
-            raise StorageError(f"cannot reach MLflow tracking database {redact(uri)}: {_first_line(exc)}") from None
+            raise StorageError(f"cannot reach MLflow tracking database {redact(given)}: {_first_line(exc)}") from None
     else:
         raise StorageError(
             f"unsupported MLflow tracking URI {redact(uri)}: use sqlite:///PATH, postgresql://... or http(s)://..."
         )
     return uri
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """GET <server>/health; credentials in the URL (an MLflow server behind basic auth) go in a
+    header, since urllib would take ``user:password@host`` for the host name."""
+    parts = urlsplit(uri)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    url = urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health", query="", fragment=""))
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
 
 
 def artifact_location(tracking_uri: str, experiment: str) -> str | None:

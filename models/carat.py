@@ -58,7 +58,10 @@ class CARATConfig:
     contrastive_mode: str = "reference"
     queue_anchors: Optional[bool] = None  # None = as contrastive_mode says (reference: True, fast: False)
     random_queue_init: bool = True  # reference quirk: queue starts as random vectors with non-integer classes
-    supcon_chunk_size: int = 1024  # anchors per chunk: bounds SupCon memory at chunk x (batch + queue)
+    supcon_chunk_size: int = 1024  # SupCon works on chunk x chunk blocks: its memory is independent of the queue
+    # Recompute each encoder layer's activations in backward instead of keeping them: same
+    # results, about a third of the memory at the paper size, for one more encoder forward.
+    checkpoint_layers: bool = False
     # Ablation switches (CARAT.md section 7).
     contrastive: bool = True
     sample_shuffle: bool = True
@@ -236,7 +239,7 @@ class CARAT(NeuralModel):
             CTCAligner(dim, self.aligned_length) for dim in dims[1:]
         )
         self.encoders = nn.ModuleList(
-            SequenceEncoder(dim, length, d, depth, config.heads, config.dropout)
+            SequenceEncoder(dim, length, d, depth, config.heads, config.dropout, config.checkpoint_layers)
             for dim, length, depth in zip(dims, encoded_lengths, config.depth_per_modality(names))
         )
         self.label_attention = nn.ModuleList(LabelAttention(d, n_labels) for _ in names)

@@ -61,64 +61,112 @@ def supcon_chunked(
 
 
 class _ChunkedSupCon(torch.autograd.Function):
-    """Row chunks of the similarity matrix; backward recomputes them from saved row statistics."""
+    """Blocked SupCon: a chunk x chunk block of the similarity matrix at a time, recomputed in backward.
+
+    * The similarity matrix is symmetric, so each block above the diagonal serves two
+      sets of anchors (its row sums and its column sums): half the work of row chunks.
+    * Only the softmax normalisers need the similarities. The positive terms are linear
+      in the vectors and come from per-class sums: sum_{p in P(i)} s_ip =
+      <x_i, S_class(i) - x_i> / temperature. No positive mask is ever built.
+    * Exponentials use one shift, the Cauchy-Schwarz bound max|x|^2 / temperature of every
+      similarity, so blocks can be summed both ways without a pass for row maxima. The
+      smallest term is exp(-2 * shift); where that would underflow float32, the blocks are
+      computed in float64.
+    """
 
     @staticmethod
     def forward(ctx, batch, queue, classes, queue_anchors, temperature, chunk_size):
-        features = torch.cat([batch, queue])
-        n_anchors = features.shape[0] if queue_anchors else batch.shape[0]
-        log_norms = features.new_empty(n_anchors)
-        n_positives = features.new_empty(n_anchors)
-        total = features.new_zeros(())
-        for start, stop in _anchor_chunks(batch.shape[0], n_anchors, chunk_size):
-            sims, positives = _chunk_similarities(features, classes, start, stop, features.shape[0], temperature)
-            log_norm = torch.logsumexp(sims, dim=1)
-            count = positives.sum(1).to(sims.dtype)
-            positive_sum = torch.where(positives, sims, 0.0).sum(1)
-            total += torch.where(count > 0, log_norm - positive_sum / count.clamp_min(1.0), 0.0).sum()
-            log_norms[start:stop], n_positives[start:stop] = log_norm, count
-        # The concatenation is a copy: the caller may push to its queue before backward runs.
-        ctx.save_for_backward(features, classes, log_norms, n_positives)
-        ctx.n_batch, ctx.temperature, ctx.chunk_size = batch.shape[0], temperature, chunk_size
-        return total / n_anchors
+        features = torch.cat([batch, queue])  # a copy: the caller may push to its queue before backward
+        n_batch, n_anchors = batch.shape[0], features.shape[0] if queue_anchors else batch.shape[0]
+        blocks = _Blocks(features, n_batch, n_anchors, temperature, chunk_size)
+        normalisers = features.new_zeros(n_anchors, dtype=blocks.dtype)  # Z_i = sum_{k != i} exp(s_ik - shift)
+        for (rs, re), (cs, ce) in blocks.pairs(row_limit=n_anchors):
+            block = blocks.exp_similarities(rs, re, cs, ce)
+            normalisers[rs:re] += block.sum(1)
+            if cs != rs and cs < n_anchors:
+                normalisers[cs:ce] += block.sum(0)
+        class_of, class_sizes = torch.unique(classes, return_inverse=True, return_counts=True)[1:]
+        anchors, anchor_class = features[:n_anchors], class_of[:n_anchors]
+        class_sums = _class_sums(features, class_of, len(class_sizes))
+        n_positives = (class_sizes[anchor_class] - 1).to(features.dtype)
+        positive_sum = ((anchors * class_sums[anchor_class]).sum(1) - (anchors * anchors).sum(1)) / temperature
+        log_norms = normalisers.log().add(blocks.shift).to(features.dtype)
+        losses = torch.where(n_positives > 0, log_norms - positive_sum / n_positives.clamp_min(1.0), 0.0)
+        ctx.save_for_backward(features, class_of, class_sizes, normalisers, n_positives)
+        ctx.n_batch, ctx.temperature, ctx.chunk_size = n_batch, temperature, chunk_size
+        return losses.sum() / n_anchors
 
     @staticmethod
     def backward(ctx, grad_output):
-        features, classes, log_norms, n_positives = ctx.saved_tensors
-        n_batch, n_anchors = ctx.n_batch, log_norms.shape[0]
-        grad = features.new_zeros(n_batch, features.shape[1])
-        for start, stop in _anchor_chunks(n_batch, n_anchors, ctx.chunk_size):
-            count = n_positives[start:stop]
-            if not bool((count > 0).any()):
+        features, class_of, class_sizes, normalisers, n_positives = ctx.saved_tensors
+        n_batch, n_anchors, temperature = ctx.n_batch, normalisers.shape[0], ctx.temperature
+        blocks = _Blocks(features, n_batch, n_anchors, temperature, ctx.chunk_size)
+        # d loss / d s_ik = P_ik + P_ki (softmax parts) minus the positive parts below, where
+        # P_ik = exp(s_ik - shift) * alpha_i and alpha_i = 1 / Z_i for anchors with positives, else 0.
+        alpha = features.new_zeros(features.shape[0], dtype=blocks.dtype)
+        alpha[:n_anchors] = torch.where(n_positives > 0, 1.0 / normalisers, 0.0)
+        work = features.to(blocks.dtype)
+        with_alpha = torch.cat([work, work * alpha.unsqueeze(1)], dim=1)  # [x_k, alpha_k x_k]
+        dim = features.shape[1]
+        grad = work.new_zeros(n_batch, dim)
+        # Gradient flows only to batch vectors: blocks whose row or column chunk is in the batch.
+        for (rs, re), (cs, ce) in blocks.pairs(row_limit=n_batch):
+            if not (bool(alpha[rs:re].any()) or bool(alpha[cs:ce].any())):
                 continue  # anchors without positives have neither loss nor gradient
-            # Queue anchors are constants: only their similarities to batch vectors carry gradient.
-            width = features.shape[0] if start < n_batch else n_batch
-            sims, positives = _chunk_similarities(features, classes, start, stop, width, ctx.temperature)
-            probs = torch.exp(sims - log_norms[start:stop].unsqueeze(1))  # exp(-inf) = 0 on the diagonal
-            coeff = probs - positives.to(sims.dtype) / count.clamp_min(1.0).unsqueeze(1)
-            coeff = coeff * (count > 0).to(sims.dtype).unsqueeze(1)
-            anchors = features[start:stop]
-            if start < n_batch:
-                grad[start:stop] += coeff @ features
-            grad += coeff[:, :n_batch].T @ anchors
-        return grad * (grad_output / (n_anchors * ctx.temperature)), None, None, None, None, None
+            block = blocks.exp_similarities(rs, re, cs, ce)
+            # sum_k E_ik (alpha_i + alpha_k) x_k = alpha_i (E x)_i + (E (alpha x))_i
+            both = block @ with_alpha[cs:ce]
+            grad[rs:re] += alpha[rs:re, None] * both[:, :dim] + both[:, dim:]
+            if cs != rs and cs < n_batch:
+                both = block.T @ with_alpha[rs:re]
+                grad[cs:ce] += alpha[cs:ce, None] * both[:, :dim] + both[:, dim:]
+        # Positive parts, through per-class sums: as anchor, then as another anchor's positive.
+        weight = torch.where(n_positives > 0, 1.0 / n_positives.clamp_min(1.0), 0.0).to(blocks.dtype)
+        n_classes = len(class_sizes)
+        own_class, own, own_weight = class_of[:n_batch], work[:n_batch], weight[:n_batch, None]
+        grad -= own_weight * (_class_sums(work, class_of, n_classes)[own_class] - own)
+        weighted = _class_sums(work[:n_anchors] * weight.unsqueeze(1), class_of[:n_anchors], n_classes)
+        grad -= weighted[own_class] - own_weight * own
+        grad = grad.to(features.dtype) * (grad_output / (n_anchors * temperature))
+        return grad, None, None, None, None, None
 
 
-def _anchor_chunks(n_batch: int, n_anchors: int, chunk_size: int) -> list[tuple[int, int]]:
-    """Chunks of anchor rows that never straddle the batch/queue boundary."""
-    bounds = [(0, min(n_batch, n_anchors)), (n_batch, n_anchors)]
-    return [(s, min(s + chunk_size, hi)) for lo, hi in bounds for s in range(lo, hi, chunk_size)]
+# exp(-2 * shift) must stay a normal number: about exp(-87) in float32, exp(-708) in float64.
+_SHIFT_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
 
 
-def _chunk_similarities(features, classes, start, stop, width, temperature):
-    """Scaled similarities of anchors start..stop to contrasts 0..width, self excluded (-inf), and positives."""
-    sims = features[start:stop] @ features[:width].T / temperature
-    positives = classes[start:stop].unsqueeze(1) == classes[:width].unsqueeze(0)
-    if start < width:  # the chunk's own rows lie inside the contrast columns
-        local = torch.arange(min(stop, width) - start, device=features.device)
-        sims[local, local + start] = float("-inf")
-        positives[local, local + start] = False
-    return sims, positives
+class _Blocks:
+    """Chunked view of the contrast set: chunk pairs and their shifted exponentiated similarities."""
+
+    def __init__(self, features, n_batch, n_anchors, temperature, chunk_size):
+        self.shift = float(features.norm(dim=1).max()) ** 2 / temperature
+        candidates = (features.dtype, torch.float64)  # the input's own precision unless it would underflow
+        self.dtype = next((t for t in candidates if 2 * self.shift <= _SHIFT_RANGE.get(t, 0.0)), None)
+        if self.dtype is None:
+            raise ValueError(f"temperature {temperature} is too small for vectors of norm {self.shift ** 0.5:.3g}")
+        self.features = features.to(self.dtype)
+        self.scaled = self.features / temperature
+        n_all = features.shape[0]
+        # Chunks never straddle the batch/queue boundary, so a chunk is wholly batch or wholly queue.
+        self.chunks = [(s, min(s + chunk_size, hi)) for lo, hi in ((0, n_batch), (n_batch, n_all))
+                       for s in range(lo, hi, chunk_size)]
+
+    def pairs(self, row_limit: int):
+        """Chunk pairs (row, column) on or above the diagonal whose row chunk starts below row_limit."""
+        for i, rows in enumerate(self.chunks):
+            if rows[0] < row_limit:
+                yield from ((rows, cols) for cols in self.chunks[i:])
+
+    def exp_similarities(self, rs, re, cs, ce) -> torch.Tensor:
+        """exp(s_ik - shift) for i in rs..re, k in cs..ce; zero where i == k."""
+        block = torch.mm(self.features[rs:re], self.scaled[cs:ce].T).sub_(self.shift).exp_()
+        if rs == cs:
+            block.fill_diagonal_(0.0)
+        return block
+
+
+def _class_sums(vectors: torch.Tensor, class_of: torch.Tensor, n_classes: int) -> torch.Tensor:
+    return vectors.new_zeros(n_classes, vectors.shape[1]).index_add_(0, class_of, vectors)
 
 
 class FeatureQueue(nn.Module):

@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 # BERT's additive mask value: large enough that exp() underflows to exactly 0 for padding
@@ -50,8 +51,11 @@ class BertLayer(nn.Module):
 class SequenceEncoder(nn.Module):
     """BERT-style encoder of one modality: Linear D -> d plus learned positions, LayerNorm, dropout, layers."""
 
-    def __init__(self, in_dim: int, max_len: int, d: int, depth: int, heads: int, dropout: float):
+    def __init__(
+        self, in_dim: int, max_len: int, d: int, depth: int, heads: int, dropout: float, checkpoint: bool = False
+    ):
         super().__init__()
+        self.checkpoint = checkpoint
         self.project = nn.Linear(in_dim, d)
         self.positions = nn.Embedding(max_len, d)
         self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
@@ -64,7 +68,11 @@ class SequenceEncoder(nn.Module):
         h = self.dropout(self.norm(self.project(x) + self.positions.weight[: x.shape[1]]))
         attn_bias = (~mask).to(h.dtype).mul(MASK_VALUE)[:, None, None, :]
         for layer in self.layers:
-            h = layer(h, attn_bias)
+            if self.checkpoint and torch.is_grad_enabled():
+                # Keep only each layer's input; recompute its activations (same dropout masks) in backward.
+                h = torch.utils.checkpoint.checkpoint(layer, h, attn_bias, use_reentrant=False)
+            else:
+                h = layer(h, attn_bias)
         return h
 
 

@@ -209,7 +209,9 @@ def _optuna_figures(study: collect.StudyRuns, storage: str | None, folder: Path,
         except KeyError:
             section.figure_notes.append(f"Tuning plots for {variant}: no Optuna study {name!r} in {redact(url)}.")
             continue
-        complete = [t for t in tune.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        trials_all = tune.get_trials(deepcopy=False)
+        complete = [t for t in trials_all if t.state.name == "COMPLETE"]
+        pruned = sum(t.state.name == "PRUNED" for t in trials_all)
         trials = pd.DataFrame({"number": [t.number for t in complete], "value": [t.value for t in complete]})
         importances = None
         if len(complete) >= 2:
@@ -222,7 +224,8 @@ def _optuna_figures(study: collect.StudyRuns, storage: str | None, folder: Path,
             section.figure_notes.append(
                 f"Parameter importances for {variant} need at least 2 complete tuning trials; it has {len(complete)}."
             )
-        path = plots.optuna_summary(trials, importances, f"Tuning {variant} ({len(complete)} complete trials)",
+        title = f"Tuning {variant}: {len(complete)} complete trials, {pruned} pruned"
+        path = plots.optuna_summary(trials, importances, title,
                                     folder / f"tuning_{_safe(variant)}.png")  # fmt: skip
         out.append((f"Tuning: {variant}", path, f"Optuna study {name}."))
     return out

@@ -6,6 +6,7 @@ Artifacts (per-epoch history, label order, latents) are fetched only where a plo
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from harness.studies import DEFAULT_SETTING
 TAGS = ("study", "variant", "dataset", "seed", "phase", "setting", "optuna_trial", "optuna_study", "config_hash",
         "failure_reason")  # fmt: skip
 PAGE = 1000
+QUIET_DOWNLOADS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @dataclass
@@ -182,11 +184,9 @@ def histories(client: MlflowClient, run_ids: list[str]) -> pd.DataFrame:
     frames = []
     with tempfile.TemporaryDirectory() as tmp:
         for run_id in run_ids:
-            try:
-                path = client.download_artifacts(run_id, "history.csv", tmp)
-            except Exception:  # an older run without the artifact: no curve for it
-                continue
-            frames.append(pd.read_csv(path).assign(run_id=run_id))
+            path = _download(client, run_id, "history.csv", tmp)
+            if path is not None:  # an older run without the artifact has no curve
+                frames.append(pd.read_csv(path).assign(run_id=run_id))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "epoch"])
 
 
@@ -203,9 +203,23 @@ def latents(client: MlflowClient, run_id: str) -> dict | None:
 
 def _npz(client: MlflowClient, run_id: str, name: str) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, name, tmp)
-        except Exception:
+        path = _download(client, run_id, name, tmp)
+        if path is None:
             return None
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
+
+
+def _download(client: MlflowClient, run_id: str, name: str, folder: str) -> str | None:
+    """Local path of one artifact, None if the run lacks it (without a progress bar per file)."""
+    previous = os.environ.get(QUIET_DOWNLOADS)
+    os.environ[QUIET_DOWNLOADS] = "false"
+    try:
+        return client.download_artifacts(run_id, name, folder)
+    except Exception:  # MLflow raises store-specific errors for a missing artifact
+        return None
+    finally:
+        if previous is None:
+            os.environ.pop(QUIET_DOWNLOADS)
+        else:
+            os.environ[QUIET_DOWNLOADS] = previous

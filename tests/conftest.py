@@ -20,3 +20,23 @@ def emotions_dir() -> Path:
     if not (folder / "emotions-train.arff").is_file():
         pytest.skip(f"emotions data not found in {folder}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 (see tests/postgres.py), stopped after the session.
+
+    Skipped where the server binaries are missing, except under CI (env CI set), which installs
+    them (.ci/run) and must exercise the multi-worker path."""
+    import os
+
+    import postgres
+
+    try:
+        server = postgres.start()
+    except postgres.PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

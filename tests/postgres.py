@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVER_USER = "postgres"
@@ -52,7 +52,7 @@ class PostgresServer:
     root: Path
     port: int
     user: str
-    password: str
+    password: str = field(repr=False)  # kept out of test failure reports
     bin_dir: Path
 
     @property

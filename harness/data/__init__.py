@@ -60,7 +60,7 @@ def names() -> list[str]:
 
 def describe() -> dict[str, dict]:
     """Name -> {"description": first docstring line, "options": accepted option names}."""
-    return {name: {"description": entry.description, "options": list(entry.options)} for name, entry in _LOADERS.items()}
+    return {name: {"description": e.description, "options": list(e.options)} for name, e in _LOADERS.items()}
 
 
 def load(name: str, data_path=None, **options) -> MultimodalDataset:

@@ -57,7 +57,7 @@ def load_arff(
     ``views`` maps modality name -> column ranges; by default one view ``features``.
     """
     if not isinstance(n_labels, int) or n_labels < 1:
-        raise ValueError(f"the arff loader needs n_labels, a positive int (labels are the last attributes), got {n_labels!r}")
+        raise ValueError(f"the arff loader needs n_labels (labels are the last attributes), got {n_labels!r}")
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     train_path, test_path = _resolve_pair(data_path, prefix)
@@ -88,7 +88,7 @@ def load_arff(
 
 def _resolve_pair(data_path, prefix: str | None) -> tuple[Path, Path]:
     if data_path is None:
-        raise FileNotFoundError("the arff loader needs a data path: a folder holding <name>-train.arff and <name>-test.arff")
+        raise FileNotFoundError("the arff loader needs a data path: a folder with <name>-train/-test.arff")
     path = Path(data_path).expanduser()
     if path.is_file():
         prefix, path = path.name.rsplit("-", 1)[0], path.parent
@@ -118,7 +118,7 @@ def _read(path: Path, n_labels: int, split: str) -> tuple[list[str], np.ndarray,
         raise DataFormatError(path, split, f"n_labels={n_labels} leaves no feature among {len(attributes)} attributes")
     for name, kind in attributes[:-n_labels]:
         if isinstance(kind, list) or kind.upper() not in ("NUMERIC", "REAL", "INTEGER"):
-            raise DataFormatError(path, split, f"feature attribute {name!r} is {kind}; only numeric features are supported")
+            raise DataFormatError(path, split, f"feature attribute {name!r} is {kind}; only numeric features are read")
     for name, kind in attributes[-n_labels:]:
         allowed = (isinstance(kind, list) and set(kind) <= {"0", "1"}) or kind in ("NUMERIC", "REAL", "INTEGER")
         if not allowed:
@@ -130,7 +130,8 @@ def _read(path: Path, n_labels: int, split: str) -> tuple[list[str], np.ndarray,
     features = np.array([[np.nan if v is None else v for v in row[:n_features]] for row in rows], dtype=np.float64)
     labels = np.array([[-1 if v is None else float(v) for v in row[n_features:]] for row in rows], dtype=np.float64)
     if np.isnan(features).any():
-        raise DataFormatError(path, split, f"missing or NaN feature values in row {int(np.argwhere(np.isnan(features))[0, 0]) + 1}")
+        row = int(np.argwhere(np.isnan(features))[0, 0]) + 1
+        raise DataFormatError(path, split, f"missing or NaN feature values in row {row}")
     bad = ~np.isin(labels, (0.0, 1.0))
     if bad.any():
         raise DataFormatError(path, split, f"label values must be 0/1 (row {int(np.argwhere(bad)[0, 0]) + 1})")
@@ -149,7 +150,8 @@ def _view_columns(views: dict | None, n_features: int, source: Path) -> dict[str
         for item in ranges:
             start, end = (item, item) if isinstance(item, int) else tuple(item)
             if not 1 <= start <= end <= n_features:
-                raise DataFormatError(source, None, f"view {name!r}: range {item} outside feature columns 1..{n_features}")
+                problem = f"view {name!r}: range {item} outside feature columns 1..{n_features}"
+                raise DataFormatError(source, None, problem)
             picked.extend(range(start - 1, end))
         columns[name] = np.array(picked)
     return columns

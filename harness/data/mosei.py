@@ -140,9 +140,8 @@ def labels_from_tgt(tgt, n_labels: int, source, split: str) -> np.ndarray:
             raise DataFormatError(source, split, f"'tgt' of sample {index} is {ids!r}, expected a list of ints")
         ids = [int(i) for i in ids]
         if len(ids) < 2 or ids[0] != START_TOKEN or ids[-1] != END_TOKEN:
-            raise DataFormatError(
-                source, split, f"'tgt' of sample {index} is {ids}, expected [{START_TOKEN}, emotion ids..., {END_TOKEN}]"
-            )
+            expected = f"[{START_TOKEN}, emotion ids..., {END_TOKEN}]"
+            raise DataFormatError(source, split, f"'tgt' of sample {index} is {ids}, expected {expected}")
         emotions = np.array(ids[1:-1], dtype=np.int64)
         unknown = emotions[(emotions < FIRST_EMOTION_ID) | (emotions > last_id)]
         if unknown.size:

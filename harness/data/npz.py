@@ -80,7 +80,8 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "<arrays
     label_names = _names(arrays, "label_names", source)
     for m in modalities:
         if "/" in m or m.endswith("_mask") or m in _RESERVED:
-            raise DataFormatError(source, None, f"modality name {m!r} is not allowed (no '/', no '_mask' suffix, not 'labels')")
+            problem = f"modality name {m!r} is not allowed (no '/', no '_mask' suffix, not 'labels')"
+            raise DataFormatError(source, None, problem)
     _refuse_unexpected_keys(arrays, modalities, source)
     lengths = _target_lengths(max_len, modalities)
     splits = {
@@ -136,7 +137,8 @@ def _names(arrays, key: str, source) -> tuple[str, ...]:
         raise DataFormatError(source, None, f"missing key {key!r} (a 1-D str array)")
     value = np.asarray(arrays[key])
     if value.ndim != 1 or value.size == 0 or value.dtype.kind not in "US":
-        raise DataFormatError(source, None, f"key {key!r} must be a non-empty 1-D str array, got {value.dtype} {value.shape}")
+        problem = f"key {key!r} must be a non-empty 1-D str array, got {value.dtype} {value.shape}"
+        raise DataFormatError(source, None, problem)
     names = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in value.tolist())
     if len(set(names)) != len(names):
         raise DataFormatError(source, None, f"key {key!r} repeats names: {list(names)}")
@@ -168,9 +170,8 @@ def _read_split(arrays, split, modalities, n_labels, lengths, truncate, source) 
     for m in modalities:
         x = _features(arrays, f"{split}/{m}", split, source)
         if x.shape[0] != labels.shape[0]:
-            raise DataFormatError(
-                source, split, f"mismatched sample counts: {split}/{m} has {x.shape[0]}, {split}/labels has {labels.shape[0]}"
-            )
+            counts = f"{split}/{m} has {x.shape[0]}, {split}/labels has {labels.shape[0]}"
+            raise DataFormatError(source, split, f"mismatched sample counts: {counts}")
         mask = _mask(arrays, f"{split}/{m}_mask", x.shape[:2], split, source)
         features[m], masks[m] = _fit_length(x, mask, lengths.get(m), truncate, f"{split}/{m}", split, source)
     return Split(features=features, masks=masks, labels=labels)
@@ -182,7 +183,8 @@ def _labels(arrays, split, n_labels, source) -> np.ndarray:
         raise DataFormatError(source, split, f"missing key {key!r}")
     y = np.asarray(arrays[key])
     if y.ndim != 2 or y.shape[1] != n_labels:
-        raise DataFormatError(source, split, f"{key!r} has shape {y.shape}, expected (N, {n_labels}) for {n_labels} label names")
+        problem = f"{key!r} has shape {y.shape}, expected (N, {n_labels}) for {n_labels} label names"
+        raise DataFormatError(source, split, problem)
     if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
         raise DataFormatError(source, split, f"{key!r} must hold only 0/1")
     return y.astype(np.float32)
@@ -224,7 +226,8 @@ def _fit_length(x, mask, length, truncate, key, split, source):
         raise DataFormatError(
             source,
             split,
-            f"{key!r} sample {int(np.argmax(cut_real))} has real steps beyond max_len={length} (pass truncate=True to cut)",
+            f"{key!r} sample {int(np.argmax(cut_real))} has real steps beyond max_len={length} "
+            "(pass truncate=True to cut)",
         )
     return np.ascontiguousarray(x[:, :length]), np.ascontiguousarray(mask[:, :length])
 

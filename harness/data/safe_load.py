@@ -45,7 +45,11 @@ _NUMPY_CLASSES.update({("numpy.dtypes", cls.__name__): cls for cls in _DTYPE_CLA
 _BUILTINS = {
     ("_codecs", "encode"): _codecs.encode,
     ("collections", "OrderedDict"): collections.OrderedDict,
-    **{(module, cls.__name__): cls for module in ("builtins", "__builtin__") for cls in (set, frozenset, bytes, bytearray, complex)},
+    **{
+        (module, cls.__name__): cls
+        for module in ("builtins", "__builtin__")  # Python 3 / Python 2 pickles
+        for cls in (set, frozenset, bytes, bytearray, complex)
+    },
 }
 _PICKLE_ALLOWED = {**_NUMPY_FUNCTIONS, **_NUMPY_CLASSES, **_BUILTINS}
 

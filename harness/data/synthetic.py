@@ -82,7 +82,8 @@ class SyntheticConfig:
     corruption_kind: str = "mixed"
 
     def __post_init__(self):
-        object.__setattr__(self, "complementary", tuple(self.complementary))
+        labels = (self.complementary,) if isinstance(self.complementary, str) else tuple(self.complementary)
+        object.__setattr__(self, "complementary", labels)
         problems = []
         if self.size not in SPLIT_SIZES:
             problems.append(f"size must be one of {list(SPLIT_SIZES)}, got {self.size!r}")
@@ -136,6 +137,7 @@ def load_synthetic(data_path=None, **options) -> MultimodalDataset:
 
 def generate(config: SyntheticConfig) -> tuple[MultimodalDataset, SyntheticTruth]:
     """The data set and the record of what was planted in it."""
+    # Directions are shared by all splits; their stream is apart from the per-split ones below.
     directions = _evidence_directions(np.random.default_rng([config.seed, len(SPLITS)]))
     splits, corruption = {}, {}
     for index, (split, n) in enumerate(config.split_sizes().items()):
@@ -165,7 +167,7 @@ def _generate_split(config: SyntheticConfig, n: int, directions, rng) -> tuple[S
     features, masks = {}, {}
     for m in MODALITIES:
         features[m], masks[m] = _modality(config, config.lengths()[m], amplitudes[m], lengths[m], directions[m], rng)
-    corruption = _corrupt(config, features, masks, lengths, rng)
+    corruption = _corrupt(config, features, masks, rng)
     return Split(features=features, masks=masks, labels=labels), corruption
 
 
@@ -251,9 +253,9 @@ def _evidence_windows(config, lengths: np.ndarray, length: int, rng) -> np.ndarr
     return ((steps >= offset[..., None]) & (steps < (offset + width[:, None])[..., None])).astype(np.float32)
 
 
-def _corrupt(config, features, masks, lengths, rng) -> np.ndarray:
+def _corrupt(config, features, masks, rng) -> np.ndarray:
     """Make a share of (sample, modality) pairs missing or noise; returns the (N, M) codes."""
-    n = len(next(iter(lengths.values())))
+    n = len(masks[MODALITIES[0]])
     corrupted = rng.random((n, len(MODALITIES))) < config.corruption
     all_gone = corrupted.all(axis=1)
     corrupted[all_gone, rng.integers(0, len(MODALITIES), size=int(all_gone.sum()))] = False

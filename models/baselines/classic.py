@@ -62,7 +62,7 @@ class PooledModel(ClassicModel):
 class BinaryLogistic(ClassifierMixin, BaseEstimator):
     """Logistic regression for one 0/1 target that also accepts a constant target.
 
-    scikit-learn's refuses a target with one class, yet a rare label absent from a small
+    scikit-learn's LogisticRegression refuses a target with one class, yet a rare label absent from a small
     training split is common; such a label simply gets its constant as probability.
     ``classes_`` is always [0, 1] so the multi-output wrappers read column 1 as "positive".
     """

@@ -89,7 +89,9 @@ class LateFusion(LogitModel):
                 for m in spec.modality_names
             }
         )
-        self.heads = nn.ModuleDict({m: classifier_head(d, d, spec.n_labels, config.dropout) for m in spec.modality_names})
+        self.heads = nn.ModuleDict(
+            {m: classifier_head(d, d, spec.n_labels, config.dropout) for m in spec.modality_names}
+        )
 
     def modality_logits(self, inputs, masks) -> torch.Tensor:
         """(B, M, C) logits of every modality's own classifier, in spec order."""
@@ -113,12 +115,14 @@ class LateFusion(LogitModel):
 @register
 def early_fusion(spec, preset="small", **overrides):
     """Early fusion: one Transformer over all modalities' steps concatenated in time, masked mean, MLP."""
-    config = build_config(FusionConfig, preset_values(FUSION_PRESETS, preset, "early_fusion"), overrides, "early_fusion")
+    name = "early_fusion"
+    config = build_config(FusionConfig, preset_values(FUSION_PRESETS, preset, name), overrides, name)
     return EarlyFusion(spec, config)
 
 
 @register
 def late_fusion(spec, preset="small", **overrides):
     """Late fusion: a Transformer classifier per modality, scores = mean of the per-modality probabilities."""
-    config = build_config(FusionConfig, preset_values(FUSION_PRESETS, preset, "late_fusion"), overrides, "late_fusion")
+    name = "late_fusion"
+    config = build_config(FusionConfig, preset_values(FUSION_PRESETS, preset, name), overrides, name)
     return LateFusion(spec, config)

@@ -1,12 +1,14 @@
 """The report recomputes every number from real MLflow runs (written with TrackedRun into a
 temporary SQLite store), marks what is missing or failed, and links every figure it draws."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import reports
+from harness.storage import open_optuna_storage
 from harness.tracking import FINAL_METRICS, TrackedRun, client_for, ensure_experiment
 from harness.trainer import TrainResult
 from reports import significance
@@ -50,11 +52,22 @@ def _log(client, uri, study, variant, seed, base, *, setting="default", config_h
         if fail:
             run.end("FAILED", fail)
             return run.run_id
-        result = _result(base, seed, latents=variant == "carat")
+        result = _result(base, seed, latents=study == "fake" and variant == "carat")
         for row in result.history:
             run.log_epoch(row["epoch"], row)
         run.log_result(result, LABELS, {"study": study}, keep_latents=True)
     return run.run_id
+
+
+def _tuning_study(journal, name, values):
+    import optuna
+
+    study = optuna.create_study(study_name=name, storage=open_optuna_storage(str(journal)), direction="maximize")
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+             "dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}  # fmt: skip
+    for i, value in enumerate(values):
+        params = {"lr": 1e-4 * 3**i, "dropout": 0.1 * i}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
 
 
 def carat_base(seed):
@@ -80,6 +93,16 @@ def store(tmp_path_factory):
     for seed in SEEDS:
         _log(client, uri, "half", "carat", seed, carat_base(seed))
     _log(client, uri, "half", "no_shuffle", 1, no_shuffle_base(1))
+    # a sensitivity sweep of gamma_o (default 0.01) after a 3-trial Optuna search
+    tune_name = "sweep.new.tune.carat"
+    _tuning_study(root / "optuna.journal", tune_name, values=[0.5, 0.62, 0.58])
+    for trial in range(3):
+        _log(client, uri, "sweep", "carat", 1, 0.5, phase="tune", tune_name=tune_name)
+    for seed in (1, 2):
+        _log(client, uri, "sweep", "carat", seed, carat_base(seed))
+        for value, shift in ((0.1, -0.05), (1.0, -0.2)):
+            _log(client, uri, "sweep", "carat", seed, carat_base(seed) + shift, setting=f"gamma_o={value}",
+                 params={"gamma_o": value})  # fmt: skip
     ensure_experiment(client, uri, "empty")
     out = root / "build"
     summary = reports.generate(None, tracking_uri=uri, storage=str(root / "optuna.journal"), out_dir=out)
@@ -159,13 +182,11 @@ def test_half_finished_study_names_missing_and_present_seeds(store):
     assert "no_shuffle: missing seeds 2, 3; has 1" in page
 
 
-def test_study_file_seeds_are_expected(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = client_for(uri)
-    _log(client, uri, "no_shuffle", "carat", 1, 0.6)
-    summary = reports.generate(["no_shuffle"], tracking_uri=uri, storage=None, out_dir=tmp_path / "out")
-    # studies/no_shuffle.yaml: variants carat and no_shuffle, seeds 1-5
-    assert summary["no_shuffle"]["missing"] == {"carat": [2, 3, 4, 5], "no_shuffle": [1, 2, 3, 4, 5]}
+def test_study_file_seeds_are_expected(store, tmp_path):
+    _log(store["client"], store["uri"], "no_contrastive", "carat", 1, 0.6)
+    summary = reports.generate(["no_contrastive"], tracking_uri=store["uri"], storage=None, out_dir=tmp_path)
+    # studies/no_contrastive.yaml: variants carat and no_contrastive, seeds 1-5
+    assert summary["no_contrastive"]["missing"] == {"carat": [2, 3, 4, 5], "no_contrastive": [1, 2, 3, 4, 5]}
 
 
 def test_failed_runs_are_listed_with_their_reason(store):
@@ -200,4 +221,32 @@ def test_index_references_every_png(store):
         assert f'src="{png}"' in page
     for path in store["summary"]["fake"]["paths"]:
         assert path.endswith((".png", ".csv", ".md", ".tex")) and (store["out"] / "fake").exists()
-    assert re.search(r"<td>carat</td><td>1</td><td>[0-9a-f]{32}</td>", page)  # run ids trace numbers back
+    assert re.search(r"<td>carat</td>\s*<td>1</td>\s*<td>[0-9a-f]{32}</td>", page)  # run ids trace numbers back
+
+
+def test_sweep_and_tuning_figures(store):
+    written = {Path(p).name for p in store["summary"]["sweep"]["paths"]}
+    assert {"sensitivity.png", "tuning_carat.png"} <= written
+    assert "latents_tsne.png" not in written  # its carat runs kept no latents: a note, not a figure
+    table = pd.read_csv(store["out"] / "sweep" / "results.csv")
+    assert list(table["setting"]) == ["default", "gamma_o=0.1", "gamma_o=1.0"]
+    assert table["n_seeds"].tolist() == [2, 2, 2]
+    assert "tune FINISHED: 3" in (store["out"] / "index.html").read_text()
+
+
+def test_reference_rows_are_marked_and_never_win_a_column():
+    from reports import references, tables
+
+    ours = pd.DataFrame([{"variant": "carat", "setting": "default", "seed": s, "run_id": f"r{s}",
+                          **{f"test_{m}": 0.5 + 0.01 * s for m in FINAL_METRICS}} for s in SEEDS])  # fmt: skip
+    table = tables.results_table(tables.summarise(ours), references.for_dataset("emotions"))
+    text = tables.markdown(table)
+    meka = next(line for line in text.splitlines() if line.startswith("| BR, 10-NN"))
+    assert "0.706" in meka and "**" not in meka and "†" in meka  # higher than ours, yet not marked best
+    assert "Reported elsewhere, not re-run here: MEKA 1.9.5" in text
+    assert "henrygouk/meka-metric-learning" in text
+    aligned = tables.markdown(tables.results_table(tables.summarise(ours), references.for_dataset("mosei_aligned")))
+    assert "0.565–0.568" in aligned and "0.475–0.484" in aligned
+    unaligned = tables.html(tables.results_table(tables.summarise(ours), references.for_dataset("mosei_unaligned")))
+    assert unaligned.count('class="reference"') == 3 and "0.544" in unaligned
+    assert references.for_dataset("synthetic") == ()

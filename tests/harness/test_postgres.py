@@ -1,0 +1,75 @@
+"""The multi-machine recipe for real: one PostgreSQL server (Optuna), one `mlflow server` backed by
+it, and three `invoke ablate` processes started at the same moment on the same study, as three
+machines would be. Every unit runs exactly once and no password leaks anywhere."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from harness.storage import with_shipped_driver
+from study_runs import (
+    ablate_command,
+    assert_each_unit_done_once,
+    finish,
+    kill_group,
+    repeat_trials,
+    start,
+    wait_for_http,
+    write_study,
+)
+
+VARIANTS, SEEDS = ("carat", "no_shuffle"), (1, 2)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres_server, tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 backed by its own PostgreSQL database; yields its URL."""
+    from postgres import free_port
+
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    # The server needs the driver named: SQLAlchemy 2.1 would pick psycopg 3 (not installed).
+    backend = with_shipped_driver(postgres_server.create_database("mlflow"))
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--artifacts-destination", str(folder / "mlartifacts")]  # fmt: skip
+    log = open(folder / "server.log", "wb")
+    # The backend URI (with its password) travels in the environment, never on a command line.
+    process = subprocess.Popen(command, cwd=folder, env={**os.environ, "MLFLOW_BACKEND_STORE_URI": backend},
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout=180)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        kill_group(process, sig=signal.SIGTERM)
+        log.close()
+
+
+def test_three_workers_on_postgres_run_each_unit_exactly_once_and_never_leak_the_password(
+    postgres_server, mlflow_server, tmp_path
+):
+    study = write_study(tmp_path, "multi", variants=VARIANTS, seeds=SEEDS, epochs=1)
+    storage = postgres_server.create_database("optuna")  # fresh: the three also race to create the schema
+    command = ablate_command(study, storage, mlflow_server)
+    logs = [tmp_path / f"machine{i}.log" for i in range(3)]
+    processes = [start(command, log) for log in logs]
+    results = [finish(p, log) for p, log in zip(processes, logs)]
+    for code, output in results:
+        assert code == 0, output
+
+    runs = assert_each_unit_done_once(storage, mlflow_server, "multi", VARIANTS, SEEDS)
+    trials = repeat_trials(storage, "multi")
+    assert len({t.user_attrs["worker_pid"] for t in trials if t.state.name == "COMPLETE"}) >= 2  # really shared
+    # A unit queued by two machines at once runs once; its other copy is failed as a duplicate.
+    extra = [t for t in trials if t.state.name != "COMPLETE"]
+    assert all(t.state.name == "FAIL" and t.user_attrs["fail_reason"].startswith("duplicate of trial") for t in extra)
+
+    password = postgres_server.password
+    for _, output in results:
+        assert password not in output
+    for r in runs:
+        assert password not in json.dumps(r.data.params) and password not in json.dumps(r.data.tags)
+        assert r.data.tags["storage"] == storage.replace(password, "***")
+    assert password not in json.dumps([t.user_attrs for t in trials])
