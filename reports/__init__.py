@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.storage import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, open_optuna_storage, redact
 from harness.studies import DEFAULT_SETTING
+from harness.tracking import client_for
 from reports import collect, html, plots, references, significance, tables
 from reports.html import Figure, Section
 
@@ -40,7 +41,7 @@ def generate(
     the paths written."""
     tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
     _check_store(tracking_uri)
-    client = collect.MlflowClient(tracking_uri=tracking_uri)
+    client = client_for(tracking_uri)
     names = list(studies) if studies else collect.experiment_names(client)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,6 @@ def _check_store(uri: str) -> None:
 
 def _report_study(client, study: collect.StudyRuns, storage: str | None, out_dir: Path) -> tuple[Section, list[Path]]:
     folder = out_dir / _safe(study.name)
-    folder.mkdir(parents=True, exist_ok=True)
     for pattern in GENERATED:  # a figure that cannot be drawn this time must not linger from the last report
         for old in folder.glob(pattern):
             old.unlink()
@@ -90,6 +90,7 @@ def _report_study(client, study: collect.StudyRuns, storage: str | None, out_dir
     if finished.empty:
         return section, []
 
+    folder.mkdir(parents=True, exist_ok=True)
     paths = _tables(study, finished, folder, section)
     paths += _figures(client, study, finished, storage, folder, section)
     section.files = [f"{folder.name}/{p.name}" for p in paths if p.suffix != ".png"]

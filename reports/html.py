@@ -59,7 +59,8 @@ def page(sections: list[Section], tracking: str) -> str:
     body = "".join(_section(s) for s in sections) or "<p>No experiments found in this MLflow store.</p>"
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Study report</title><style>{CSS}</style></head>"
-        f"<body><h1>Study report</h1><p class='note'>Generated {stamp} from MLflow store <code>{escape(tracking)}</code>. "
+        f"<body><h1>Study report</h1><p class='note'>Generated {stamp} from MLflow store "
+        f"<code>{escape(tracking)}</code>. "
         "Every number below is recomputed from the FINISHED repeat runs (tag phase=repeat) of the most recent "
         f"configuration of each study.</p><ul>{toc}</ul>{body}</body></html>\n"
     )
@@ -88,7 +89,8 @@ def _section(s: Section) -> str:
     if s.failed is not None and len(s.failed):
         parts += [f"<h3>Failed runs ({len(s.failed)})</h3>", _frame(s.failed)]
     if s.runs is not None and len(s.runs):
-        parts.append(f"<details><summary>The {len(s.runs)} runs reported (MLflow run ids)</summary>{_frame(s.runs)}</details>")
+        summary = f"<summary>The {len(s.runs)} runs reported (MLflow run ids)</summary>"
+        parts.append(f"<details>{summary}{_frame(s.runs)}</details>")
     return "".join(parts)
 
 

@@ -102,7 +102,7 @@ def training_curves(history: pd.DataFrame, path: Path) -> Path | None:
     return path
 
 
-def sensitivity(finished: pd.DataFrame, defaults: dict[str, float], path: Path, metric: str = "micro_f1") -> Path | None:
+def sensitivity(finished: pd.DataFrame, defaults: dict, path: Path, metric: str = "micro_f1") -> Path | None:
     """Test ``metric`` against each swept parameter (one panel each), the default as a star.
 
     ``defaults`` maps a swept parameter to its value in the default setting. Values are
@@ -126,8 +126,9 @@ def sensitivity(finished: pd.DataFrame, defaults: dict[str, float], path: Path, 
             ax.errorbar([x[v] for v in stats.index], stats["mean"], yerr=stats["std"].fillna(0), marker="o",
                         capsize=3, label="swept")  # fmt: skip
             if param in defaults and len(default_runs):
-                ax.errorbar([x[defaults[param]]], [default_runs.mean()], yerr=[np.nan_to_num(default_runs.std())],
-                            marker="*", markersize=14, color="crimson", linestyle="none", capsize=3, label="default")  # fmt: skip
+                spread = [np.nan_to_num(default_runs.std())]
+                ax.errorbar([x[defaults[param]]], [default_runs.mean()], yerr=spread, marker="*", markersize=14,
+                            color="crimson", linestyle="none", capsize=3, label="default")  # fmt: skip
             ax.set_xticks(range(len(positions)), [f"{v:g}" for v in positions])
             ax.set_xlabel(param)
             ax.set_title(param)
