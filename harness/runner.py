@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import optuna
+import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
@@ -68,6 +69,10 @@ def run(study: Study, options: RunOptions) -> Outcome:
     """Run (or resume) ``study``; storage and tracking are checked before any training."""
     if options.workers < 1:
         raise StudyError(f"--workers must be >= 1, got {options.workers}")
+    try:  # a device this machine lacks would otherwise fail every run, one by one
+        trainer.resolve_device(options.device)
+    except (ValueError, RuntimeError) as exc:
+        raise StudyError(f"--device {options.device}: {exc}") from None
     storage = open_optuna_storage(options.storage)
     tracking_uri = prepare_tracking(options.tracking_uri)
     client = tracking.client_for(tracking_uri)
@@ -177,8 +182,7 @@ def _fail_stale(storage, plan: _Plan, client) -> set:
             except UpdateFinishedTrialError:
                 continue  # it finished (or another process failed it) meanwhile
             failed.add(_unit_key(t.user_attrs))
-            if "mlflow_run_id" in t.user_attrs:
-                tracking.mark_failed(client, t.user_attrs["mlflow_run_id"], reason)
+            tracking.fail_runs_of_trial(client, plan.experiment_id, name, t.number, reason)
     return failed
 
 
@@ -238,7 +242,8 @@ def _work(plan: _Plan, worker: int, data=None) -> None:
     while True:
         trial = next((t for t in (_claim(s) for s in tune_studies) if t is not None), None)
         if trial is not None:
-            _run_trial(trial, plan, data, client, bar)
+            if not _beyond_budget(trial, plan.study.trials):
+                _run_trial(trial, plan, data, client, bar)
             continue
         if any(_has_running(s) for s in tune_studies):  # repeats need every tuning trial settled
             _fail_stale(storage, plan, client)
@@ -304,6 +309,18 @@ def _is_duplicate(study: optuna.Study, trial: optuna.Trial) -> bool:
     return False
 
 
+def _beyond_budget(trial: optuna.Trial, budget: int) -> bool:
+    """Machines enqueueing at the same moment can queue more tuning trials than the budget: as
+    with duplicates, the lowest-numbered live trials run and a later one beyond it is failed."""
+    live = (TrialState.WAITING, TrialState.RUNNING, *FINISHED)
+    ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=live) if t.number < trial.number)
+    if ahead < budget:
+        return False
+    trial.storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"beyond the tuning budget of {budget}")
+    trial.study.tell(trial, state=TrialState.FAIL)
+    return True
+
+
 def _best_params(tune: optuna.Study) -> dict:
     completed = tune.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return dict(max(completed, key=lambda t: t.value).params) if completed else {}
@@ -361,10 +378,19 @@ def _run_trial(trial: optuna.Trial, plan: _Plan, data, client, bar, tuned: dict 
             trial.storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"interrupted: {type(exc).__name__}")
             trial.study.tell(trial, state=TrialState.FAIL)
             raise
-        run.log_result(result, data.label_names, config, keep_latents=phase == "repeat")
+        run.log_result(result, data.label_names, data.modalities, config, keep_latents=phase == "repeat")
         for key, value in result.test_metrics.items():
             trial.storage.set_trial_user_attr(trial._trial_id, f"test_{key}", value)
-        trial.study.tell(trial, result.val_metrics["micro_f1"])
+        # Optuna's COMPLETE is the commit point, so the run ends first: if this worker dies in
+        # between, its trial stays RUNNING and the stale check fails both (never a COMPLETE
+        # trial whose run stays RUNNING, which no re-run would repair).
+        run.end("FINISHED")
+        trial.study.tell(trial, result.val_metrics["micro_f1"], skip_if_finished=True)
+        if trial.storage.get_trial(trial._trial_id).state != TrialState.COMPLETE:
+            # Silent too long, this worker was taken for dead and its unit handed to another.
+            tracking.fail_runs_of_trial(client, plan.experiment_id, trial.study.study_name, trial.number,
+                                        "its trial was failed as stale while it ran")  # fmt: skip
+            return
     bar.update(1)
     bar.set_postfix_str(f"{run_name}: test micro-F1 {result.test_metrics['micro_f1']:.3f}")
 
@@ -410,6 +436,10 @@ def _build(study: Study, variant: str, spec, params: dict, seed: int, options: R
             study.preset, **{**train_params, "seed": seed, "device": options.device, "progress": options.progress}
         )
         trainer.seed_everything(seed)
+        # Same seed, same bits on CPU needs torch's deterministic kernels: by default the CPU
+        # backward of indexing with repeated indices (CARAT's shuffles) adds with atomics, in
+        # an order that varies run to run. (GPU runs use bf16 and are not bit-exact anyway.)
+        torch.use_deterministic_algorithms(trainer.resolve_device(options.device).type == "cpu", warn_only=True)
         model = models.create(variant, spec, preset=study.preset, **model_params)
     except (ValueError, TypeError) as exc:
         raise StudyError(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
 from harness.storage import artifact_location, redact_text
@@ -65,7 +65,7 @@ class TrackedRun:
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
-    def log_result(self, result, label_names, config: dict, keep_latents: bool) -> None:
+    def log_result(self, result, label_names, modality_names, config: dict, keep_latents: bool) -> None:
         """Final metrics (one batch) and the artifacts: resolved config, test predictions, history."""
         now = int(time.time() * 1000)
         values = {f"test_{k}": result.test_metrics[k] for k in FINAL_METRICS}
@@ -76,8 +76,11 @@ class TrackedRun:
             train_seconds=result.train_seconds,
             n_parameters=result.n_parameters,
         )
-        step = result.best_epoch  # so the kept epoch's val_micro_f1 is the run's latest value
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        # MLflow shows a metric's value at the highest step (latest timestamp on ties): logging at
+        # the last epoch's step makes the run's val_micro_f1 the kept epoch's, not the last epoch's.
+        # The full curve is history.csv; this final point sits on top of the last epoch's.
+        step = len(result.history)
+        metrics = [Metric(k, float(v), now + 1, step) for k, v in values.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -100,6 +103,7 @@ class TrackedRun:
                     z=result.latents[keep].astype(np.float16),  # (n, M, C, dz)
                     labels=result.test_labels[keep].astype(np.uint8),
                     label_names=np.array(label_names),
+                    modality_names=np.array(modality_names),
                 )
             self.client.log_artifacts(self.run_id, str(folder))
 
@@ -123,12 +127,19 @@ class TrackedRun:
         return False
 
 
-def mark_failed(client: MlflowClient, run_id: str, reason: str) -> None:
-    """End a run that a dead worker left RUNNING (used when its trial is found stale)."""
-    run = client.get_run(run_id)
-    if run.info.status == "RUNNING":
-        client.set_tag(run_id, "failure_reason", reason)
-        client.set_terminated(run_id, "FAILED")
+def fail_runs_of_trial(client: MlflowClient, experiment_id: str, study_name: str, trial_number: int, reason: str) -> None:
+    """End FAILED the run(s) of an Optuna trial that will never complete (its worker died).
+
+    Runs are found by the tags they are created with, so this also catches a run whose worker
+    died before the trial recorded the run's id, and one ended FINISHED just before the trial
+    would have completed: only a COMPLETE trial makes its run count."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.optuna_trial = '{int(trial_number)}'", run_view_type=ViewType.ALL
+    )
+    for run in runs:
+        if run.data.tags.get("optuna_study") == study_name and run.info.status in ("RUNNING", "FINISHED"):
+            client.set_tag(run.info.run_id, "failure_reason", redact_text(reason))
+            client.set_terminated(run.info.run_id, "FAILED")
 
 
 def _flatten(params: dict, prefix: str = "") -> dict:

@@ -55,7 +55,7 @@ def _log(client, uri, study, variant, seed, base, *, setting="default", config_h
         result = _result(base, seed, latents=study == "fake" and variant == "carat")
         for row in result.history:
             run.log_epoch(row["epoch"], row)
-        run.log_result(result, LABELS, {"study": study}, keep_latents=True)
+        run.log_result(result, LABELS, ("text", "audio"), {"study": study}, keep_latents=True)
     return run.run_id
 
 
