@@ -32,7 +32,7 @@ import models
 from harness import data as datasets
 from harness import trainer, tracking
 from harness.config import TrainConfig
-from harness.storage import open_optuna_storage, prepare_tracking, redact
+from harness.storage import open_optuna_storage, prepare_tracking, redact, redact_text
 from harness.studies import DEFAULT_SETTING, Study, StudyError
 
 HEARTBEAT_SECONDS = 20.0
@@ -367,7 +367,7 @@ def _run_trial(trial: optuna.Trial, plan: _Plan, data, client, bar, tuned: dict 
             bar.update(1)
             return
         except (trainer.NonFiniteLossError, ValueError, RuntimeError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = redact_text(f"{type(exc).__name__}: {exc}")
             run.end("FAILED", reason)
             trial.storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
             trial.study.tell(trial, state=TrialState.FAIL)

@@ -17,6 +17,7 @@ import base64
 import sqlite3
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -26,6 +27,7 @@ RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"  # git-ignored, at the r
 DEFAULT_STORAGE = str(RUNS_DIR / "optuna.journal")
 DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR / 'mlflow.db'}"
 RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
+SCHEMA_LOCK_KEY = 0x43415241  # any constant; "CARA"
 
 
 class StorageError(RuntimeError):
@@ -50,7 +52,9 @@ def open_optuna_storage(url: str | None) -> optuna.storages.BaseStorage:
     scheme = urlsplit(url).scheme.split("+")[0]
     try:
         if scheme in RDB_SCHEMES:
-            return optuna.storages.RDBStorage(with_shipped_driver(url), engine_kwargs=_engine_kwargs(scheme))
+            rdb_url = with_shipped_driver(url)
+            with _schema_lock(rdb_url):  # the first to open a fresh database creates Optuna's tables
+                return optuna.storages.RDBStorage(rdb_url, engine_kwargs=_engine_kwargs(scheme))
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(
@@ -69,6 +73,31 @@ def with_shipped_driver(url: str) -> str:
     if scheme in ("postgresql", "postgres"):
         return f"postgresql+psycopg2{separator}{rest}"
     return url
+
+
+@contextmanager
+def _schema_lock(url: str):
+    """Hold a PostgreSQL advisory lock (one per database) for the duration of the block.
+
+    Machines started together on a fresh database would all try to create Optuna's or
+    MLflow's tables at once, and all but one fail with "already exists"; under this lock one
+    creates them and the others then find them. A killed holder's lock ends with its session."""
+    scheme = urlsplit(url).scheme.split("+")[0]
+    if not scheme.startswith("postgres"):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, **_engine_kwargs(scheme))
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def _engine_kwargs(scheme: str) -> dict:
@@ -100,14 +129,12 @@ def prepare_tracking(uri: str | None) -> str:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open MLflow store {uri}: {exc}") from None
     elif scheme.split("+")[0] in RDB_SCHEMES:
-        import sqlalchemy
+        from mlflow.tracking import MlflowClient
 
         given, uri = uri, with_shipped_driver(uri)
         try:
-            engine = sqlalchemy.create_engine(uri, **_engine_kwargs(scheme.split("+")[0]))
-            with engine.connect():
-                pass
-            engine.dispose()
+            with _schema_lock(uri):  # the first client creates MLflow's tables on a fresh database
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:
             raise StorageError(f"cannot reach MLflow tracking database {redact(given)}: {_first_line(exc)}") from None
     else:

@@ -7,10 +7,12 @@ as the ``failure_reason`` tag).
 from __future__ import annotations
 
 import csv
+import os
 import tempfile
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 import yaml
@@ -27,6 +29,14 @@ LATENT_SAMPLES = 400  # test samples kept for the t-SNE plot (enough for a reada
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
+    """A client for the store. Credentials in an http(s) URI (a server behind basic auth) are
+    handed to MLflow through its own environment variables instead of the URI, because MLflow
+    echoes the server URI to stdout ("View run ... at: <uri>") after every run."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme in ("http", "https") and parts.password is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+        tracking_uri = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return MlflowClient(tracking_uri=tracking_uri)
 
 

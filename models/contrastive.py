@@ -1,16 +1,18 @@
 """Supervised contrastive loss with a FIFO queue, as CARAT's reference computes it.
 
 The reference builds the full (batch + queue) x (batch + queue) similarity matrix and
-float masks of the same size: about 10 GB at the paper configuration. Here the loss is
-computed in chunks of anchors by a custom autograd function that recomputes each chunk
-in backward, so memory depends on the chunk size, not on the queue size; positive
-masks are derived per chunk from class ids. ``supcon_dense`` is the straightforward
-reference form, kept for tests on small shapes.
+float masks of the same size: about 10 GB at the paper configuration. ``supcon_chunked``
+computes the same loss and gradient one chunk x chunk block at a time inside a custom
+autograd function that recomputes the blocks in backward: beyond the vectors
+themselves, its memory is a few blocks, whatever the queue size. ``supcon_dense`` is the
+straightforward reference form, kept for tests on small shapes.
 
 Loss of anchor i (contrast set = every other vector of batch and queue):
     l_i = logsumexp_{k != i} s_ik - mean_{p in P(i)} s_ip,   s_ik = <x_i, x_k> / temperature
 where P(i) are the other vectors of the same class; an anchor without positives
-contributes 0 and still counts in the mean over anchors (as in the reference).
+contributes 0 and still counts in the mean over anchors (as in the reference). The
+reference adds 1e-12 inside its log and to its positive counts; the chunked form leaves
+these out, which only matters when a normaliser is itself below about 1e-10.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ def supcon_dense(
     positives = torch.eq(classes[:n_anchors], classes.T).to(features.dtype)
     logits = features[:n_anchors] @ features.T / temperature
     logits = logits - logits.max(dim=1, keepdim=True).values.detach()
-    not_self = torch.ones_like(positives).scatter(1, torch.arange(n_anchors).view(-1, 1), 0.0)
+    anchor_index = torch.arange(n_anchors, device=features.device).view(-1, 1)
+    not_self = torch.ones_like(positives).scatter(1, anchor_index, 0.0)
     positives = positives * not_self
     log_prob = logits - torch.log((torch.exp(logits) * not_self).sum(1, keepdim=True) + 1e-12)
     mean_log_prob_pos = (positives * log_prob).sum(1) / (positives.sum(1) + 1e-12)
@@ -57,7 +60,9 @@ def supcon_chunked(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     classes = torch.cat([batch_classes, queue_classes]).to(batch.dtype)
-    return _ChunkedSupCon.apply(batch, queue.detach(), classes, bool(queue_anchors), float(temperature), int(chunk_size))
+    return _ChunkedSupCon.apply(
+        batch, queue.detach(), classes, bool(queue_anchors), float(temperature), int(chunk_size)
+    )
 
 
 class _ChunkedSupCon(torch.autograd.Function):
@@ -74,7 +79,9 @@ class _ChunkedSupCon(torch.autograd.Function):
       computed in float64.
     """
 
+    # Exponentials of similarities / 0.07 need float32 even under bf16 autocast (GPU training).
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, batch, queue, classes, queue_anchors, temperature, chunk_size):
         features = torch.cat([batch, queue])  # a copy: the caller may push to its queue before backward
         n_batch, n_anchors = batch.shape[0], features.shape[0] if queue_anchors else batch.shape[0]
@@ -97,6 +104,7 @@ class _ChunkedSupCon(torch.autograd.Function):
         return losses.sum() / n_anchors
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_output):
         features, class_of, class_sizes, normalisers, n_positives = ctx.saved_tensors
         n_batch, n_anchors, temperature = ctx.n_batch, normalisers.shape[0], ctx.temperature
@@ -200,7 +208,7 @@ class FeatureQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, vectors: torch.Tensor, classes: torch.Tensor) -> None:
-        """Enqueue in order, overwriting the oldest entries (of a push longer than the queue, the last ``size`` stay)."""
+        """Enqueue in order, overwriting the oldest entries; of a push longer than the queue the last ``size`` stay."""
         n_pushed = vectors.shape[0]
         kept = min(n_pushed, self.size)
         start = int(self.pointer)

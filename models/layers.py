@@ -34,18 +34,86 @@ class BertLayer(nn.Module):
         self.ffn_in = nn.Linear(d, ffn_size)
         self.ffn_out = nn.Linear(ffn_size, d)
         self.ffn_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
         """x (B, T, d); attn_bias (B, 1, 1, T) additive (0 real, MASK_VALUE padding)."""
         batch, steps, d = x.shape
-        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_bias, dropout_p=self.dropout_p if self.training else 0.0
-        )
+        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        p = self.dropout_p if self.training else 0.0
+        keep = keep_mask((batch, self.heads, steps, steps), p, x.device) if p > 0 else None
+        context = _Attention.apply(q.contiguous(), k.contiguous(), v.contiguous(), attn_bias, keep, p)
         context = context.transpose(1, 2).reshape(batch, steps, d)
         x = self.attn_norm(x + self.dropout(self.attn_out(context)))
         return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
+
+
+class _Attention(torch.autograd.Function):
+    """dropout(softmax(q k^T / sqrt(dh) + bias)) v, keeping only q, k, v and the dropout mask for backward.
+
+    The attention probabilities are recomputed in backward instead of stored: about 20 MB
+    less per layer at the paper size, for one more (small) matmul and softmax.
+    """
+
+    # On GPU the trainer runs under bf16 autocast: backward must see the same autocast state.
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, q, k, v, bias, keep, p):
+        probs = _attention_probs(q, k, bias)
+        context = _dropped(probs, keep, p) @ v
+        ctx.save_for_backward(q, k, v, bias, keep)
+        ctx.p = p
+        return context
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_context):
+        q, k, v, bias, keep = ctx.saved_tensors
+        probs = _attention_probs(q, k, bias)
+        grad_v = _dropped(probs, keep, ctx.p).transpose(-1, -2) @ grad_context
+        grad_probs = _dropped(grad_context @ v.transpose(-1, -2), keep, ctx.p)
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        scale = q.shape[-1] ** -0.5
+        grad_q = (grad_scores @ k).mul_(scale)
+        grad_k = (grad_scores.transpose(-1, -2) @ q).mul_(scale)
+        return grad_q, grad_k, grad_v, None, None, None
+
+
+def _attention_probs(q, k, bias):
+    scores = (q @ k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).add_(bias)
+    return torch.softmax(scores, dim=-1)
+
+
+def _dropped(x, keep, p):
+    return x if keep is None else (x * keep).mul_(1.0 / (1.0 - p))  # x * bool is ~3x faster than where()
+
+
+def keep_mask(shape, p: float, device=None) -> torch.Tensor:
+    """Dropout's keep mask, Bernoulli(1 - p), from 16-bit uniform integers of torch's global RNG.
+
+    On CPU this is about 3x faster than ``bernoulli_``; p is quantised to 1/65536.
+    """
+    threshold = round(p * 65536) - 32768
+    return torch.randint(-32768, 32768, shape, dtype=torch.int16, device=device) >= threshold
+
+
+class Dropout(nn.Module):
+    """Inverted dropout with ``keep_mask`` (same semantics as nn.Dropout, faster masks on CPU)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        # In-place scaling is safe: the product by a mask is not saved for backward, only the mask is.
+        return (x * keep_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class SequenceEncoder(nn.Module):
@@ -59,7 +127,7 @@ class SequenceEncoder(nn.Module):
         self.project = nn.Linear(in_dim, d)
         self.positions = nn.Embedding(max_len, d)
         self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.layers = nn.ModuleList(BertLayer(d, heads, d, dropout) for _ in range(depth))
         self.apply(_bert_init)
 

@@ -39,8 +39,7 @@ def ablate_command(study: Path, storage: str, tracking_uri: str, *extra: str) ->
 
 
 def child_env() -> dict:
-    # No progress bars (they would bury the messages under test in the captured output).
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}  # output reaches the log as it is written
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:

@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from harness.storage import with_shipped_driver
 from study_runs import (
+    REPO,
     ablate_command,
     assert_each_unit_done_once,
     finish,
@@ -52,7 +54,9 @@ def test_three_workers_on_postgres_run_each_unit_exactly_once_and_never_leak_the
 ):
     study = write_study(tmp_path, "multi", variants=VARIANTS, seeds=SEEDS, epochs=1)
     storage = postgres_server.create_database("optuna")  # fresh: the three also race to create the schema
-    command = ablate_command(study, storage, mlflow_server)
+    # Credentials for an MLflow server behind basic auth (this one ignores them) must not leak either.
+    tracking_password = "tr4cking-pw"
+    command = ablate_command(study, storage, mlflow_server.replace("http://", f"http://alice:{tracking_password}@"))
     logs = [tmp_path / f"machine{i}.log" for i in range(3)]
     processes = [start(command, log) for log in logs]
     results = [finish(p, log) for p, log in zip(processes, logs)]
@@ -66,10 +70,44 @@ def test_three_workers_on_postgres_run_each_unit_exactly_once_and_never_leak_the
     extra = [t for t in trials if t.state.name != "COMPLETE"]
     assert all(t.state.name == "FAIL" and t.user_attrs["fail_reason"].startswith("duplicate of trial") for t in extra)
 
-    password = postgres_server.password
-    for _, output in results:
-        assert password not in output
-    for r in runs:
-        assert password not in json.dumps(r.data.params) and password not in json.dumps(r.data.tags)
-        assert r.data.tags["storage"] == storage.replace(password, "***")
-    assert password not in json.dumps([t.user_attrs for t in trials])
+    for password in (postgres_server.password, tracking_password):
+        for _, output in results:
+            assert password not in output
+        for r in runs:
+            assert password not in json.dumps(r.data.params) and password not in json.dumps(r.data.tags)
+        assert password not in json.dumps([t.user_attrs for t in trials])
+    assert all(r.data.tags["storage"] == storage.replace(postgres_server.password, "***") for r in runs)
+
+
+def test_machines_starting_together_on_fresh_databases_all_get_in(postgres_server, tmp_path):
+    # Each creates Optuna's and MLflow's tables if missing: without care, all but one would
+    # fail with "relation already exists".
+    optuna_url = postgres_server.create_database("optuna_fresh")
+    mlflow_url = postgres_server.create_database("mlflow_fresh")
+    script = (
+        "import sys, time\n"
+        "from harness.storage import open_optuna_storage, prepare_tracking\n"
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all start at the same instant\n"
+        "open_optuna_storage(sys.argv[2]); prepare_tracking(sys.argv[3])\n"
+    )
+    go = str(time.time() + 8)  # after every interpreter has imported the harness
+    machines = [
+        subprocess.Popen([sys.executable, "-c", script, go, optuna_url, mlflow_url], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for _ in range(3)
+    ]
+    for machine in machines:
+        output = machine.communicate(timeout=180)[0]
+        assert machine.returncode == 0, output
+
+
+def test_a_password_can_stay_out_of_the_url(postgres_server, monkeypatch):
+    # libpq reads PGPASSWORD (or ~/.pgpass): the URL on the command line, visible in `ps`, needs none.
+    import optuna
+
+    from harness.storage import open_optuna_storage
+
+    url = postgres_server.create_database("optuna_nopw").replace(f":{postgres_server.password}@", "@")
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    optuna.create_study(study_name="s", storage=open_optuna_storage(url))
+    assert [s.study_name for s in optuna.get_all_study_summaries(open_optuna_storage(url))] == ["s"]

@@ -27,14 +27,16 @@ def _plan(storage: str, tracking_uri: str, name="queue", variants=("carat",), se
     return plan, client
 
 
-def _claimed_trial_with_run(plan, client, storage):
-    """Queue the plan's units, claim the first as this process and give it an MLflow run, as a
-    worker does just before training."""
+def _claimed_trial_with_run(plan, client, storage, record_id=True):
+    """Queue the plan's units, claim the first as this process and give it an MLflow run tagged
+    as the runner tags it, as a worker does just before training."""
     runner._enqueue_missing(storage, plan)
     repeat = optuna.load_study(study_name=plan.repeat_name, storage=storage)
     trial = runner._claim(repeat)
-    run = tracking.TrackedRun(client, plan.experiment_id, "r", {"phase": "repeat"})
-    storage.set_trial_user_attr(trial._trial_id, "mlflow_run_id", run.run_id)
+    tags = {"phase": "repeat", "optuna_study": plan.repeat_name, "optuna_trial": trial.number}
+    run = tracking.TrackedRun(client, plan.experiment_id, "r", tags)
+    if record_id:
+        storage.set_trial_user_attr(trial._trial_id, "mlflow_run_id", run.run_id)
     return repeat, trial, run.run_id
 
 
@@ -48,15 +50,25 @@ def _state(study, trial):
     return study.get_trials(deepcopy=False)[trial.number]
 
 
-def test_trial_of_a_dead_worker_on_this_host_is_failed_at_once_with_its_run(stores):
+@pytest.mark.parametrize(
+    "died",
+    [
+        "training",
+        "before_recording_the_run_id",  # right after creating the run
+        "after_finishing_the_run",  # run ended FINISHED, killed before the trial's COMPLETE
+    ],
+)
+def test_trial_of_a_dead_worker_on_this_host_is_failed_at_once_with_its_run(stores, died):
     storage_url, tracking_uri = stores
     plan, client = _plan(storage_url, tracking_uri)
     storage = open_optuna_storage(storage_url)
-    repeat, trial, run_id = _claimed_trial_with_run(plan, client, storage)
+    repeat, trial, run_id = _claimed_trial_with_run(plan, client, storage, record_id=died != "before_recording_the_run_id")
+    if died == "after_finishing_the_run":
+        client.set_terminated(run_id, "FINISHED")
 
     runner._fail_stale(storage, plan, client)  # its worker (this process) is alive: left alone
     assert _state(repeat, trial).state == TrialState.RUNNING
-    assert client.get_run(run_id).info.status == "RUNNING"
+    assert client.get_run(run_id).info.status == ("FINISHED" if died == "after_finishing_the_run" else "RUNNING")
 
     storage.set_trial_user_attr(trial._trial_id, "worker_pid", _dead_pid())
     runner._fail_stale(storage, plan, client)
@@ -178,3 +190,23 @@ def test_a_worker_waits_for_units_running_elsewhere_and_takes_over_a_silent_one(
     assert "no heartbeat" in trials[trial.number].user_attrs["fail_reason"]
     assert client.get_run(run_id).info.status == "FAILED"
     assert sorted(t.user_attrs["seed"] for t in trials if t.state == TrialState.COMPLETE) == [1, 2]
+
+
+
+def test_tuning_trials_queued_beyond_the_budget_by_machines_starting_together_are_not_run(stores):
+    storage_url, tracking_uri = stores
+    study = studies.from_dict({
+        "name": "budget", "variants": ["carat"], "seeds": [1], "epochs": 1, "trials": 2,
+        "search_space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, **TINY,
+    })  # fmt: skip
+    plan = runner._Plan(study, runner.RunOptions(storage=storage_url, tracking_uri=tracking_uri), tracking_uri, "0")
+    storage = open_optuna_storage(storage_url)
+    runner._enqueue_missing(storage, plan)
+    tune = optuna.load_study(study_name=plan.tune_name("carat"), storage=storage)
+    for _ in range(2):  # a second machine saw an empty queue at the same moment and queued its own
+        tune.enqueue_trial({}, user_attrs=tune.get_trials()[0].user_attrs)
+
+    verdicts = [runner._beyond_budget(runner._claim(tune), study.trials) for _ in range(4)]
+    assert verdicts == [False, False, True, True]
+    reasons = [t.user_attrs.get("fail_reason") for t in tune.get_trials()]
+    assert reasons == [None, None, "beyond the tuning budget of 2", "beyond the tuning budget of 2"]
