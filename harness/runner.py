@@ -435,11 +435,7 @@ def _build(study: Study, variant: str, spec, params: dict, seed: int, options: R
         train_cfg = TrainConfig.from_preset(
             study.preset, **{**train_params, "seed": seed, "device": options.device, "progress": options.progress}
         )
-        trainer.seed_everything(seed)
-        # Same seed, same bits on CPU needs torch's deterministic kernels: by default the CPU
-        # backward of indexing with repeated indices (CARAT's shuffles) adds with atomics, in
-        # an order that varies run to run. (GPU runs use bf16 and are not bit-exact anyway.)
-        torch.use_deterministic_algorithms(trainer.resolve_device(options.device).type == "cpu", warn_only=True)
+        trainer.seed_everything(seed, device=options.device)
         model = models.create(variant, spec, preset=study.preset, **model_params)
     except (ValueError, TypeError) as exc:
         raise StudyError(

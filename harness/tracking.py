@@ -137,7 +137,7 @@ class TrackedRun:
         return False
 
 
-def fail_runs_of_trial(client: MlflowClient, experiment_id: str, study_name: str, trial_number: int, reason: str) -> None:
+def fail_runs_of_trial(client: MlflowClient, experiment_id: str, study_name: str, trial_number: int, reason: str):
     """End FAILED the run(s) of an Optuna trial that will never complete (its worker died).
 
     Runs are found by the tags they are created with, so this also catches a run whose worker

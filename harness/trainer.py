@@ -31,9 +31,9 @@ EpochCallback = Callable[[int, dict], None]  # (epoch, {"train_loss", "val_micro
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run cannot continue."""
 
-    def __init__(self, epoch: int, step: int, value: float):
+    def __init__(self, epoch: int, step: int, value: float, what: str = "loss"):
         self.epoch, self.step, self.value = epoch, step, value
-        super().__init__(f"loss became {value} at epoch {epoch}, step {step}")
+        super().__init__(f"{what} became {value} at epoch {epoch}, step {step}")
 
 
 @dataclass
@@ -51,11 +51,15 @@ class TrainResult:
     latents: np.ndarray | None = field(default=None, repr=False)  # (N, M, C, dz) on test, if the model has them
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: str = "cpu") -> None:
     """Seed every RNG a run touches, so the same seed gives the same run on CPU."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    # Same seed, same bits on CPU also needs torch's deterministic kernels: by default the CPU
+    # backward of indexing with repeated indices (CARAT's shuffles) adds with atomics, in an
+    # order that varies run to run. (GPU runs use bf16 and are not bit-exact anyway.)
+    torch.use_deterministic_algorithms(resolve_device(device).type == "cpu", warn_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,7 +120,9 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
                 raise NonFiniteLossError(epoch, step, float(loss.detach()))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            if not torch.isfinite(grad_norm):  # a finite loss can still have NaN gradients
+                raise NonFiniteLossError(epoch, step, float(grad_norm), what="gradient norm")
             optimiser.step()
             schedule.step()
             losses.append(loss.item())

@@ -1,6 +1,6 @@
 """CARAT (Peng et al., AAAI 2024) for any M >= 2 modalities and C >= 1 labels, and its ablations.
 
-Implements /work/shared/spec/CARAT.md exactly; section numbers below refer to it.
+Implements the project's CARAT spec (shared/spec/CARAT.md); section numbers refer to it.
 
     f_m = label attention over a BERT-style encoder of modality m          (1)   (B, M, C, d)
     z_m = En_m(f_m), r_m = De_m(z_m), p_m = De_m(prototype padding of z_m) (2.5-7)
@@ -10,10 +10,19 @@ Implements /work/shared/spec/CARAT.md exactly; section numbers below refer to it
     aggregation head on b, plus shuffled virtual samples                   (3.12-13)
     score = (sigmoid(pooled beta logits) + mean_m sigmoid(aggregation)) / 2  (3.14)
 
+Without reconstruction (``no_reconstruction``) the heads, the aggregation and SupCon (one
+level, z_m) read f_m directly; the BCE of that prediction level carries gamma_beta.
+
 Deviations from the reference, each deliberate: label attention masks padding frames
 (the reference's ignores its mask argument); the CTC aligner zeroes padding frames
 before aligning and its output steps are all real; a queue push longer than the queue
-keeps its last ``queue_size`` entries (the reference would fail).
+keeps its last ``queue_size`` entries (the reference would fail); dropout masks come from
+16-bit uniform integers (p quantised to 1/65536, see ``layers.keep_mask``).
+
+Speed and memory (see ``models.contrastive`` and ``models.layers``): SupCon is computed
+exactly in blocks, never as the reference's (batch + queue)^2 matrices; attention keeps
+only q, k, v and its dropout mask for backward; ``checkpoint_layers`` (on in the paper
+preset) recomputes encoder layers in backward.
 """
 from __future__ import annotations
 
@@ -53,15 +62,15 @@ class CARATConfig:
     temperature: float = 0.07
     queue_size: int = 8192
     # "reference": the reference's SupCon, queue entries are anchors too (computed exactly,
-    # in chunks). "fast": only the batch's vectors are anchors, the queue is only contrast
-    # set (the usual SupCon/MoCo form); roughly a third of the work at the paper size.
+    # in blocks). "fast": only the batch's vectors are anchors, the queue is only contrast
+    # set (the usual SupCon/MoCo form); about two thirds of the SupCon work at the paper size.
     contrastive_mode: str = "reference"
     queue_anchors: Optional[bool] = None  # None = as contrastive_mode says (reference: True, fast: False)
     random_queue_init: bool = True  # reference quirk: queue starts as random vectors with non-integer classes
     supcon_chunk_size: int = 1024  # SupCon works on chunk x chunk blocks: its memory is independent of the queue
     # Recompute each encoder layer's activations in backward instead of keeping them:
     # identical results (dropout masks are replayed), about 500 MB less at the paper size,
-    # for one more encoder forward (about +25% step time).
+    # for one more encoder forward (about +35% step time on a CPU).
     checkpoint_layers: bool = False
     # Ablation switches (CARAT.md section 7).
     contrastive: bool = True

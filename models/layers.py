@@ -34,18 +34,31 @@ class BertLayer(nn.Module):
         self.ffn_in = nn.Linear(d, ffn_size)
         self.ffn_out = nn.Linear(ffn_size, d)
         self.ffn_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
-        self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
-        """x (B, T, d); attn_bias (B, 1, 1, T) additive (0 real, MASK_VALUE padding)."""
+    def draw_masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Dropout keep masks for one forward of x (B, T, d): attention, after attention, after feed-forward."""
+        if not self.training or self.dropout_p == 0.0:
+            return None
+        batch, steps, _ = x.shape
+        p, device = self.dropout_p, x.device
+        attention = keep_mask((batch, self.heads, steps, steps), p, device)
+        return attention, keep_mask(x.shape, p, device), keep_mask(x.shape, p, device)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor, masks=None) -> torch.Tensor:
+        """x (B, T, d); attn_bias (B, 1, 1, T) additive (0 real, MASK_VALUE padding); masks from draw_masks.
+
+        Masks drawn outside let a checkpointed layer replay exactly the same dropout
+        without regenerating the random numbers.
+        """
+        masks = masks if masks is not None else self.draw_masks(x)
+        attn_keep, attn_out_keep, ffn_keep = masks if masks is not None else (None, None, None)
+        p = self.dropout_p
         batch, steps, d = x.shape
         q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        p = self.dropout_p if self.training else 0.0
-        keep = keep_mask((batch, self.heads, steps, steps), p, x.device) if p > 0 else None
-        context = _Attention.apply(q.contiguous(), k.contiguous(), v.contiguous(), attn_bias, keep, p)
+        context = _Attention.apply(q.contiguous(), k.contiguous(), v.contiguous(), attn_bias, attn_keep, p)
         context = context.transpose(1, 2).reshape(batch, steps, d)
-        x = self.attn_norm(x + self.dropout(self.attn_out(context)))
-        return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
+        x = self.attn_norm(x + dropped(self.attn_out(context), attn_out_keep, p))
+        return self.ffn_norm(x + dropped(self.ffn_out(F.gelu(self.ffn_in(x))), ffn_keep, p))
 
 
 class _Attention(torch.autograd.Function):
@@ -60,7 +73,7 @@ class _Attention(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, q, k, v, bias, keep, p):
         probs = _attention_probs(q, k, bias)
-        context = _dropped(probs, keep, p) @ v
+        context = dropped(probs, keep, p) @ v
         ctx.save_for_backward(q, k, v, bias, keep)
         ctx.p = p
         return context
@@ -70,8 +83,8 @@ class _Attention(torch.autograd.Function):
     def backward(ctx, grad_context):
         q, k, v, bias, keep = ctx.saved_tensors
         probs = _attention_probs(q, k, bias)
-        grad_v = _dropped(probs, keep, ctx.p).transpose(-1, -2) @ grad_context
-        grad_probs = _dropped(grad_context @ v.transpose(-1, -2), keep, ctx.p)
+        grad_v = dropped(probs, keep, ctx.p).transpose(-1, -2) @ grad_context
+        grad_probs = dropped(grad_context @ v.transpose(-1, -2), keep, ctx.p)
         grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
         scale = q.shape[-1] ** -0.5
         grad_q = (grad_scores @ k).mul_(scale)
@@ -84,8 +97,10 @@ def _attention_probs(q, k, bias):
     return torch.softmax(scores, dim=-1)
 
 
-def _dropped(x, keep, p):
-    return x if keep is None else (x * keep).mul_(1.0 / (1.0 - p))  # x * bool is ~3x faster than where()
+def dropped(x: torch.Tensor, keep: torch.Tensor | None, p: float) -> torch.Tensor:
+    """Inverted dropout with a given keep mask (None: identity)."""
+    # x * bool is ~3x faster than where(); scaling in place is safe, the product is not saved.
+    return x if keep is None else (x * keep).mul_(1.0 / (1.0 - p))
 
 
 def keep_mask(shape, p: float, device=None) -> torch.Tensor:
@@ -109,8 +124,7 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        # In-place scaling is safe: the product by a mask is not saved for backward, only the mask is.
-        return (x * keep_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
+        return dropped(x, keep_mask(x.shape, self.p, x.device), self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -136,11 +150,13 @@ class SequenceEncoder(nn.Module):
         h = self.dropout(self.norm(self.project(x) + self.positions.weight[: x.shape[1]]))
         attn_bias = (~mask).to(h.dtype).mul(MASK_VALUE)[:, None, None, :]
         for layer in self.layers:
+            masks = layer.draw_masks(h)
             if self.checkpoint and torch.is_grad_enabled():
-                # Keep only each layer's input; recompute its activations (same dropout masks) in backward.
-                h = torch.utils.checkpoint.checkpoint(layer, h, attn_bias, use_reentrant=False)
+                # Keep only the layer's input and dropout masks; recompute its activations in backward.
+                h = torch.utils.checkpoint.checkpoint(layer, h, attn_bias, masks, use_reentrant=False,
+                                                      preserve_rng_state=False)
             else:
-                h = layer(h, attn_bias)
+                h = layer(h, attn_bias, masks)
         return h
 
 

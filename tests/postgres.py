@@ -78,7 +78,7 @@ def start(databases: tuple[str, ...] = ()) -> PostgresServer:
         try:
             owner = pwd.getpwnam(SERVER_USER)
         except KeyError:
-            raise PostgresUnavailable(f"running as root but there is no {SERVER_USER!r} user to run the server") from None
+            raise PostgresUnavailable(f"running as root and no {SERVER_USER!r} user to run the server as") from None
     # Not pytest's tmp_path: its parents are private to root and the server user could not enter them.
     root = Path(tempfile.mkdtemp(prefix="harness-pg-"))
     (root / "socket").mkdir()
@@ -127,7 +127,9 @@ def _admin_sql(server: PostgresServer, statement: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            connection = psycopg2.connect(host=str(server.socket_dir), port=server.port, user=SERVER_USER, dbname="postgres")
+            connection = psycopg2.connect(
+                host=str(server.socket_dir), port=server.port, user=SERVER_USER, dbname="postgres"
+            )
             break
         except psycopg2.OperationalError:
             if time.monotonic() > deadline:

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -85,16 +84,16 @@ def test_machines_starting_together_on_fresh_databases_all_get_in(postgres_serve
     optuna_url = postgres_server.create_database("optuna_fresh")
     mlflow_url = postgres_server.create_database("mlflow_fresh")
     script = (
-        "import sys, time\n"
+        "import pathlib, sys, time\n"
         "from harness.storage import open_optuna_storage, prepare_tracking\n"
-        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all start at the same instant\n"
-        "open_optuna_storage(sys.argv[2]); prepare_tracking(sys.argv[3])\n"
+        "barrier = pathlib.Path(sys.argv[1]); (barrier / sys.argv[2]).touch()\n"
+        "while len(list(barrier.iterdir())) < 3: time.sleep(0.01)  # all imported: go together\n"
+        "open_optuna_storage(sys.argv[3]); prepare_tracking(sys.argv[4])\n"
     )
-    go = str(time.time() + 8)  # after every interpreter has imported the harness
     machines = [
-        subprocess.Popen([sys.executable, "-c", script, go, optuna_url, mlflow_url], cwd=REPO,
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(i), optuna_url, mlflow_url], cwd=REPO,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        for _ in range(3)
+        for i in range(3)
     ]
     for machine in machines:
         output = machine.communicate(timeout=180)[0]

@@ -23,7 +23,8 @@ def _plan(storage: str, tracking_uri: str, name="queue", variants=("carat",), se
     study = studies.from_dict({"name": name, "variants": list(variants), "seeds": list(seeds), "epochs": 1, **TINY})
     client = tracking.client_for(tracking_uri)
     experiment_id = tracking.ensure_experiment(client, tracking_uri, study.name)
-    plan = runner._Plan(study, runner.RunOptions(storage=storage, tracking_uri=tracking_uri), tracking_uri, experiment_id)
+    options = runner.RunOptions(storage=storage, tracking_uri=tracking_uri)
+    plan = runner._Plan(study, options, tracking_uri, experiment_id)
     return plan, client
 
 
@@ -62,7 +63,8 @@ def test_trial_of_a_dead_worker_on_this_host_is_failed_at_once_with_its_run(stor
     storage_url, tracking_uri = stores
     plan, client = _plan(storage_url, tracking_uri)
     storage = open_optuna_storage(storage_url)
-    repeat, trial, run_id = _claimed_trial_with_run(plan, client, storage, record_id=died != "before_recording_the_run_id")
+    recorded = died != "before_recording_the_run_id"
+    repeat, trial, run_id = _claimed_trial_with_run(plan, client, storage, record_id=recorded)
     if died == "after_finishing_the_run":
         client.set_terminated(run_id, "FINISHED")
 
@@ -93,7 +95,8 @@ def test_trial_of_a_silent_worker_on_another_host_is_failed_only_after_the_timeo
     storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time() - runner.STALE_AFTER_SECONDS - 1)
     runner._fail_stale(storage, plan, client)
     failed = _state(repeat, trial)
-    assert failed.state == TrialState.FAIL and "no heartbeat from worker elsewhere.invalid" in failed.user_attrs["fail_reason"]
+    assert failed.state == TrialState.FAIL
+    assert "no heartbeat from worker elsewhere.invalid" in failed.user_attrs["fail_reason"]
     assert client.get_run(run_id).info.status == "FAILED"
 
 

@@ -57,7 +57,8 @@ def test_sqlite_tracking_store_is_created_in_wal_mode(tmp_path):
 
 @pytest.mark.parametrize("uri", ["ftp://host/store", "file:///tmp/mlruns", "/tmp/mlruns"])
 def test_unsupported_tracking_scheme_is_refused_naming_the_valid_ones(uri):
-    with pytest.raises(StorageError, match=r"unsupported MLflow tracking URI .*sqlite:///PATH, postgresql://\.\.\. or http"):
+    valid = r"sqlite:///PATH, postgresql://\.\.\. or http"
+    with pytest.raises(StorageError, match=rf"unsupported MLflow tracking URI .*{valid}"):
         prepare_tracking(uri)
 
 
