@@ -2,6 +2,7 @@
 
 Each task is a thin shell: parse options, call the library, print where to look.
 """
+import os
 import sys
 
 from invoke import task
@@ -199,3 +200,67 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None):
         print(f"{name:<20} {info['status']}: {info['n_finished']} finished repeat runs, "
               f"{info['n_failed']} failed, {missing} expected run(s) missing")  # fmt: skip
     print(out_dir / "index.html")
+
+
+BENCH_HELP = {
+    "only": "run just this case, here in this process (e.g. carat-step); default: every case, each in a fresh process",
+    "preset": "model preset of the step cases (default paper)",
+    "batch": "batch size (default 64)",
+    "steps": "timed steps per case, after one warm-up (default 5)",
+    "threads": "torch CPU threads (default 2)",
+    "json": "print one JSON object per case instead of a table",
+    "studies": "also time the default no_shuffle study with 1 and 2 workers (default on; --no-studies skips)",
+    "out": "folder for bench.md and bench.json (default runs/bench)",
+}
+
+
+@task(help=BENCH_HELP)
+def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, json=False, studies=True, out=None):
+    """Benchmark training-step time, peak memory and throughput (and whole-study wall time)."""
+    import json as json_lib
+    import platform
+    from datetime import date
+    from pathlib import Path
+
+    from harness import bench as benchmarks
+    from harness.storage import RUNS_DIR
+
+    batch, steps, threads = int(batch), int(steps), int(threads)
+    try:
+        if only:
+            results = [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False)]
+        else:
+            plan = [("carat-step", "small")] + [(name, preset) for name in benchmarks.case_names()]
+            results = []
+            for name, case_preset in plan:
+                print(f"bench {name} ({case_preset}) ...", file=sys.stderr, flush=True)
+                results.append(benchmarks.run_case(name, case_preset, batch, steps, threads))
+            if studies:
+                for workers in (1, 2):
+                    print(f"bench study no_shuffle, {workers} worker(s) ...", file=sys.stderr, flush=True)
+                    results.append(benchmarks.time_study("no_shuffle", workers))
+    except (ValueError, RuntimeError) as exc:
+        raise Exit(f"error: {exc}", code=2)
+    if json:
+        for result in results:
+            print(json_lib.dumps(result))
+    else:
+        import pandas as pd
+
+        print(pd.DataFrame(results).drop(columns=["torch"], errors="ignore").to_string(index=False))
+    if only:
+        return
+    folder = Path(out) if out else RUNS_DIR / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}"
+    header = f"Measured {date.today()} on {machine} with `invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads}`\n\n"
+    (folder / "bench.json").write_text(json_lib.dumps({"machine": machine, "results": results}, indent=1))
+    (folder / "bench.md").write_text(header + _markdown_table(pd.DataFrame(results).drop(columns=["torch"])))
+    print(f"wrote {folder / 'bench.md'} and {folder / 'bench.json'}")
+
+
+def _markdown_table(frame) -> str:
+    cells = frame.astype(object).where(frame.notna(), "")
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

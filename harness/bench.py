@@ -11,8 +11,6 @@ counted. Each case runs by default in a fresh process, so that its peak resident
 """
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
 import resource
 import statistics
@@ -20,6 +18,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -154,17 +153,20 @@ def _time_inference(model, inputs, masks, labels, steps: int) -> list[float]:
     return times
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="*", help="case names (default: all)")
-    parser.add_argument("--preset", default="paper")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    for name in args.cases or case_names():
-        print(json.dumps(run_case(name, args.preset, args.batch, args.steps, args.threads)), flush=True)
+def time_study(study: str = "no_shuffle", workers: int = 1) -> dict:
+    """Wall time of a whole study as a user runs it (``invoke ablate``), in a fresh temporary store."""
+    import subprocess
+    import tempfile
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable, "-m", "invoke", "ablate", "--study", study, "--workers", str(workers),
+            "--storage", f"{tmp}/optuna.journal", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        repo = Path(__file__).resolve().parents[1]  # where tasks.py is
+        done = subprocess.run(command, capture_output=True, text=True, cwd=repo)
+        seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"study {study!r} with {workers} worker(s) failed:\n{done.stderr[-2000:]}")
+    return {"case": f"study-{study}-w{workers}", "kind": "study", "workers": workers, "wall_s": round(seconds, 1)}

@@ -59,6 +59,9 @@ def supcon_chunked(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not torch.isfinite(batch.detach()).all():
+        # A diverged model: hand the trainer a NaN loss, which it reports with epoch and step.
+        return batch.sum() * float("nan")
     classes = torch.cat([batch_classes, queue_classes]).to(batch.dtype)
     return _ChunkedSupCon.apply(
         batch, queue.detach(), classes, bool(queue_anchors), float(temperature), int(chunk_size)

@@ -136,3 +136,14 @@ def test_random_queue_starts_full_of_non_integer_classes():
     assert vectors.shape == (64, 4)
     assert not torch.any(classes == classes.round())
     torch.testing.assert_close(vectors.norm(dim=0), torch.ones(4))  # normalised along the queue axis
+
+
+def test_non_finite_latents_give_a_nan_loss_not_an_exception():
+    # The trainer turns a NaN loss into a failure naming the epoch and step; an exception here would hide both.
+    import torch
+    from models.contrastive import supcon_chunked
+
+    batch = torch.randn(6, 4)
+    batch[2, 1] = float("nan")
+    loss = supcon_chunked(batch, torch.arange(6) % 2, torch.randn(5, 4), torch.arange(5) % 2, queue_anchors=True)
+    assert torch.isnan(loss)
