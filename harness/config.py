@@ -11,7 +11,7 @@ TRAIN_PRESETS: dict[str, dict] = {
     # The paper / reference protocol (CARAT.md section 5).
     "paper": dict(lr=5e-5, weight_decay=0.01, batch_size=64, epochs=20, warmup_ratio=0.1, clip_norm=1.0, threshold=0.25),
     # Same protocol, scaled so a run on the default synthetic data takes seconds on a CPU.
-    "small": dict(lr=1e-3, weight_decay=0.01, batch_size=64, epochs=8, warmup_ratio=0.1, clip_norm=1.0, threshold=0.25),
+    "small": dict(lr=3e-3, weight_decay=0.01, batch_size=64, epochs=12, warmup_ratio=0.1, clip_norm=1.0, threshold=0.25),
 }
 
 
