@@ -260,6 +260,7 @@ def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, json=False
 
 
 def _markdown_table(frame) -> str:
+    frame = frame.convert_dtypes()  # integer columns stay integers beside the missing cells
     cells = frame.astype(object).where(frame.notna(), "")
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
