@@ -23,7 +23,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import optuna
-import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from tqdm.auto import tqdm

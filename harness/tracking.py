@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 import yaml
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
 
 from harness.storage import artifact_location, redact_text

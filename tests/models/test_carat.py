@@ -15,15 +15,6 @@ from models.carat import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes: two threads only add synchronisation, which is very slow when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 TINY = dict(hidden_size=16, latent_size=8, depths=(1,), heads=2, dropout=0.0, queue_size=64)
 SPEC3 = DataSpec({"text": (6, 5), "visual": (8, 3), "audio": (1, 4)}, ("a", "b", "c"))
 SPEC2 = DataSpec({"text": (1, 7), "audio": (5, 2)}, ("only",))

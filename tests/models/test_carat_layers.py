@@ -14,15 +14,6 @@ from models.layers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes: two threads only add synchronisation, which is very slow when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_attention_matches_the_plain_formula_and_its_gradients():
     torch.manual_seed(0)
     batch, heads, steps, dim = 3, 2, 5, 4

@@ -8,15 +8,6 @@ from harness.data.dataset import DataSpec
 from models.carat import VARIANTS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes: two threads only add synchronisation, which is very slow when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 TINY = dict(hidden_size=16, latent_size=8, depths=(1,), heads=2, dropout=0.0, queue_size=64)
 SPEC = DataSpec({"text": (5, 4), "visual": (3, 3), "audio": (1, 2)}, ("a", "b", "c"))
 

@@ -6,15 +6,6 @@ import torch.nn.functional as F
 from models.contrastive import FeatureQueue, supcon_chunked, supcon_dense
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes: two threads only add synchronisation, which is very slow when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _problem(n_batch=37, n_queue=29, dim=8, n_classes=5, random_queue=8, dtype=torch.float64, seed=0):
     """Unit batch vectors with integer classes; a queue whose first entries have random non-integer classes."""
     g = torch.Generator().manual_seed(seed)
