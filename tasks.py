@@ -92,7 +92,10 @@ def _options(values: dict) -> dict:
     out = {k: values[k] for k in keep}
     for key in ("seeds", "epochs", "trials", "workers"):  # invoke passes option values as given
         if out[key] is not None:
-            out[key] = int(out[key])
+            try:
+                out[key] = int(out[key])
+            except ValueError:
+                raise Exit(f"error: --{key} must be a whole number, got {out[key]!r}", code=2) from None
     return out
 
 
