@@ -6,8 +6,10 @@ from harness import runner, studies
 
 
 @pytest.mark.parametrize("name", studies.names())
-def test_shipped_study_runs_quick(tmp_path, name):
+def test_shipped_study_runs_quick(tmp_path, request, name):
     study = studies.load(name).with_options(quick=True, seeds=1)
+    if study.dataset == "emotions":
+        request.getfixturevalue("emotions_dir")  # the real data lives outside the project (skips if absent)
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     options = runner.RunOptions(storage=str(tmp_path / "optuna.journal"), tracking_uri=tracking_uri, progress=False)
 
