@@ -10,17 +10,20 @@ from invoke.exceptions import Exit
 
 RUN_HELP = {
     "study": "study name (a file in studies/) or path to a study YAML",
-    "dataset": "data set to use instead of the study's (see `invoke data --help`)",
-    "data_path": "folder (or file) holding the data set's files",
-    "seeds": "run only the first N seeds of the study",
+    "dataset": "run on this data set only: one of the study's, or a loader name instead (see `invoke data --help`)",
+    "data_path": "folder (or file) holding the data set's files (with one data set)",
+    "seeds": "number of seeds: the study's first N, extended with further seeds beyond its list (default: all)",
     "epochs": "epochs per training run (default: the study's, else the preset's)",
-    "trials": "Optuna tuning budget per variant",
-    "preset": "model/training preset: small or paper",
+    "trials": "Optuna tuning budget per variant (default: the study's)",
+    "preset": "model/training preset: small or paper (default: the study's)",
     "device": "cpu (default), cuda, cuda:N or auto",
-    "workers": "local worker processes (joblib), sharing the CPU threads",
+    "workers": "local worker processes (joblib), sharing the CPU threads (default 1)",
     "storage": "Optuna storage: postgresql://... or a journal file path (default runs/optuna.journal)",
     "tracking_uri": "MLflow tracking URI: http://host:port, postgresql://..., sqlite:///... (default runs/mlflow.db)",
-    "quick": "smoke test: tiny data, 1 epoch, 2 seeds",
+    "quick": "smoke test: tiny data, 1 epoch, 2 seeds, in its own experiment <study>.quick; explicit options win",
+    "keep_checkpoints": "keep each finished run's last checkpoint (default: deleted once the run is in MLflow)",
+    "checkpoint_dir": "where runs keep their per-epoch checkpoints (default runs/checkpoints)",
+    "verbose": "show Optuna's and MLflow's INFO logs",
 }
 
 
@@ -29,9 +32,6 @@ def _run_study(study, tune_only, **options):
     from harness.data import DataFormatError
     from harness.storage import StorageError
 
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress bars say what Optuna's info lines would
     try:
         spec = studies.load(study).with_options(
             dataset=options["dataset"], data_path=options["data_path"], seeds=options["seeds"],
@@ -39,7 +39,8 @@ def _run_study(study, tune_only, **options):
         )  # fmt: skip
         run_options = runner.RunOptions(
             device=options["device"], workers=options["workers"], storage=options["storage"],
-            tracking_uri=options["tracking_uri"], tune_only=tune_only,
+            tracking_uri=options["tracking_uri"], tune_only=tune_only, checkpoint_dir=options["checkpoint_dir"],
+            keep_checkpoints=options["keep_checkpoints"], verbose=options["verbose"],
         )  # fmt: skip
         outcome = runner.run(spec, run_options)
     except (studies.StudyError, StorageError, DataFormatError, FileNotFoundError) as exc:
@@ -54,41 +55,48 @@ def _run_study(study, tune_only, **options):
 
 
 def _print_outcome(outcome, options):
+    """The summary of what the tracking store holds for this study (read from MLflow)."""
     from harness.storage import redact
 
+    print(f"\n{outcome.ran} run(s) trained by this command.")
     if outcome.finished:
         import pandas as pd
 
         table = pd.DataFrame(outcome.finished)
-        summary = table.groupby(["variant", "setting"])["test_micro_f1"].agg(["mean", "std", "count"])
+        keys = ["variant", "dataset", "setting"] if table["dataset"].nunique() > 1 else ["variant", "setting"]
+        summary = table.groupby(keys, sort=False)["test_micro_f1"].agg(["mean", "std", "count"])
         print(f"\nStudy {outcome.study}: test micro-F1 over seeds\n{summary.round(4).to_string()}")
     for unit in outcome.failed:
         print(f"FAILED {unit['variant']} seed {unit['seed']} ({unit['setting']}): {unit['reason']}", file=sys.stderr)
     uri = f" --tracking-uri {redact(options.tracking_uri)}" if options.tracking_uri else ""
+    n_runs = len(outcome.finished)
     print(
-        f"\nRuns are in MLflow experiment {outcome.experiment!r}.\n"
+        f"\n{n_runs} finished run(s) of this configuration are in MLflow experiment {outcome.experiment!r} "
+        f"({redact(outcome.tracking_uri)}).\n"
         f"  browse:  invoke ui{uri}\n"
-        f"  report:  invoke report --study {outcome.study}{uri}   (writes reports/build/index.html)"
+        f"  report:  invoke report --study {outcome.experiment}{uri}   (writes reports/build/index.html)"
     )
 
 
 @task(help=RUN_HELP)
 def ablate(c, study="no_shuffle", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
-           preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False):  # fmt: skip
+           preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False,
+           keep_checkpoints=False, checkpoint_dir=None, verbose=False):  # fmt: skip
     """Run a study: tuning (if it has a search space) then seeded repeats, tracked in MLflow."""
     _run_study(study, tune_only=False, **_options(locals()))
 
 
 @task(help=RUN_HELP)
 def tune(c, study="tune", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
-         preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False):  # fmt: skip
+         preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False,
+         keep_checkpoints=False, checkpoint_dir=None, verbose=False):  # fmt: skip
     """Run only the Optuna search of a study (pruned on validation micro-F1)."""
     _run_study(study, tune_only=True, **_options(locals()))
 
 
 def _options(values: dict) -> dict:
     keep = ("dataset", "data_path", "seeds", "epochs", "trials", "preset", "device", "workers", "storage",
-            "tracking_uri", "quick")  # fmt: skip
+            "tracking_uri", "quick", "keep_checkpoints", "checkpoint_dir", "verbose")  # fmt: skip
     out = {k: values[k] for k in keep}
     for key in ("seeds", "epochs", "trials", "workers"):  # invoke passes option values as given
         if out[key] is not None:

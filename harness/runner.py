@@ -1,44 +1,46 @@
-"""Run a study: every training run (a tuning trial or a seeded repeat) is an Optuna trial.
+"""Run a study: plan its units, run them from a shared queue, summarise what MLflow holds.
 
-Work is a queue kept in the Optuna storage itself, so one study can be worked by many
-processes or machines at once:
+A *unit* is one (variant, data set, setting, seed) repeat of a study under one
+configuration (``config_hash``: the study's result-relevant fields, the data set entry and a
+fingerprint of the loaded data). Tuning trials are units too. Every unit is an Optuna trial
+in a :class:`harness.workqueue.WorkQueue` and one MLflow run.
 
-1. the runner fails trials left RUNNING by dead workers, then enqueues (as WAITING
-   trials carrying ``variant``/``setting``/``seed``/``phase`` user attributes) every unit
-   that has no finished, waiting or running trial yet -- so a re-run resumes and never
-   redoes a finished run;
-2. each worker claims WAITING trials one at a time through the storage's atomic
-   WAITING -> RUNNING transition, trains, logs to MLflow and tells Optuna the result;
-3. tuning comes first (pruned on validation micro-F1); repeats start once every
-   tuning trial is settled and use each variant's best tuned parameters.
+1. **Plan.** Load every data set (bad options stop here, before any store is touched),
+   fingerprint it, build every variant once, then open the stores.
+2. **Reconcile and enqueue.** MLflow is the one home of results: a repeat unit is done when
+   its configuration has a FINISHED run in the tracking store. Every other unit without a
+   waiting or running trial is queued, so a re-run resumes, a unit whose run is missing from
+   the tracking store (a fresh store, a deleted run) runs again, and a changed data file is
+   a new configuration that runs.
+3. **Work.** Each worker claims units one at a time; tuning first (pruned on validation
+   micro-F1), repeats once every tuning trial is settled, at each variant's best parameters.
+   A repeat run keeps a checkpoint after each epoch and a re-run continues it.
+4. **Summarise**, from MLflow through ``harness.results``: the summary runs, and the
+   outcome the command prints.
 """
 from __future__ import annotations
 
+import logging
 import os
-import socket
-import threading
 import time
 import traceback
-from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 import models
 from harness import data as datasets
-from harness import trainer, tracking
+from harness import results, trainer, tracking
 from harness.config import TrainConfig
-from harness.storage import open_optuna_storage, prepare_tracking, redact, redact_text
+from harness.storage import RUNS_DIR, open_optuna_storage, prepare_tracking, redact, redact_text
 from harness.studies import DEFAULT_SETTING, Study, StudyError
+from harness.workqueue import SETTLED, Claim, WorkQueue
 
-HEARTBEAT_SECONDS = 20.0
-STALE_AFTER_SECONDS = 300.0  # a RUNNING trial whose worker has been silent this long is dead
 POLL_SECONDS = 2.0
-HOST = socket.gethostname()
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+LIVE = (TrialState.WAITING, TrialState.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -49,380 +51,414 @@ class RunOptions:
     tracking_uri: str | None = None  # MLflow; None: sqlite under runs/
     progress: bool = True
     tune_only: bool = False  # `invoke tune`: the search alone, no repeats
+    checkpoint_dir: str | None = None  # None: runs/checkpoints
+    keep_checkpoints: bool = False  # keep a finished run's last checkpoint
+    verbose: bool = False  # library INFO logs (Optuna, MLflow, alembic)
 
 
 @dataclass
 class Outcome:
     study: str
     experiment: str
-    finished: list[dict] = field(default_factory=list)  # repeat units with test metrics
-    failed: list[dict] = field(default_factory=list)  # units whose latest trial failed, with the reason
-    missing: list[dict] = field(default_factory=list)  # units with no finished trial
+    tracking_uri: str
+    finished: list[dict] = field(default_factory=list)  # one row per finished repeat unit, with test metrics
+    failed: list[dict] = field(default_factory=list)  # units whose latest attempt failed, with the reason
+    missing: list[dict] = field(default_factory=list)  # units with no finished run
+    ran: int = 0  # units trained by this command
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.missing
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One training run of a study, as kept in a queue trial's user attributes."""
+
+    phase: str  # "tune" or "repeat"
+    variant: str
+    dataset: str
+    setting: str
+    seed: int
+    config_hash: str
+
+    @classmethod
+    def of(cls, attrs: dict) -> "Unit":
+        return cls(*(attrs[k] for k in ("phase", "variant", "dataset", "setting", "seed", "config_hash")))
+
+    @property
+    def key(self) -> tuple:
+        return self.variant, self.dataset, self.setting, self.seed, self.config_hash
+
+
 def run(study: Study, options: RunOptions) -> Outcome:
-    """Run (or resume) ``study``; storage and tracking are checked before any training."""
+    """Run (or resume) ``study``. A bad study, option, device or store raises StudyError or
+    StorageError before anything is created; a failing unit fails alone."""
+    quiet_libraries(options.verbose)
+    plan = _plan(study, options)
+    open_optuna_storage(options.storage)  # checked before MLflow is touched
+    tracking_uri = prepare_tracking(options.tracking_uri)
+    client = tracking.client_for(tracking_uri)
+    experiment_id = tracking.ensure_experiment(client, tracking_uri, study.experiment, study.description,
+                                               _experiment_tags(study))  # fmt: skip
+    plan = plan.bound(tracking_uri, experiment_id)
+    on_stale = _stale_handler(client, experiment_id)
+    storage = open_optuna_storage(options.storage, on_stale=on_stale)
+
+    queues = plan.queues(storage)
+    for queue in queues.values():
+        queue.fail_stale(on_stale)
+    done = _finished_keys(client, plan)
+    _enqueue(plan, queues, done)
+    todo = sum(1 for unit in plan.repeat_units() if unit.key not in done)
+    todo += sum(max(0, plan.study.trials - len(q.trials((TrialState.COMPLETE, TrialState.PRUNED))))
+                for key, q in queues.items() if key != "repeat")  # fmt: skip
+
+    bar = _overall_bar(plan, todo)
+    if options.workers == 1:
+        ran = _work(plan, 0, bar)
+    else:
+        from joblib import Parallel, delayed
+
+        with _Poller(plan, bar):
+            ran = sum(Parallel(n_jobs=options.workers, backend="loky")(
+                delayed(_work)(plan, i) for i in range(options.workers)))  # fmt: skip
+    bar.close()
+
+    outcome = _outcome(client, plan, queues)
+    outcome.ran = ran
+    table = results.finished(results.runs(client, study.experiment), plan.config_hashes.values())
+    tracking.write_summaries(client, experiment_id, table, _metric_columns(table))
+    return outcome
+
+
+# -- the plan: which units exist, under which configuration ---------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a worker needs, picklable (workers in other processes load data themselves)."""
+
+    study: Study
+    options: RunOptions
+    config_hashes: dict  # data set name -> config_hash
+    data_fingerprints: dict  # data set name -> content fingerprint of the loaded data
+    carve_by_seed: dict  # data set name -> whether its validation split is carved per run seed
+    tracking_uri: str = ""
+    experiment_id: str = ""
+
+    def bound(self, tracking_uri: str, experiment_id: str) -> "Plan":
+        return Plan(self.study, self.options, self.config_hashes, self.data_fingerprints, self.carve_by_seed,
+                    tracking_uri, experiment_id)  # fmt: skip
+
+    def repeat_units(self) -> list[Unit]:
+        if self.options.tune_only:
+            return []
+        return [
+            Unit("repeat", v, d.name, s, seed, self.config_hashes[d.name])
+            for d in self.study.datasets
+            for v in self.study.variants
+            for s in self.study.settings()
+            for seed in self.study.seeds
+        ]
+
+    @property
+    def repeat_queue_name(self) -> str:
+        return f"{self.study.experiment}.repeat"
+
+    def tune_queue_names(self) -> dict[tuple[str, str], str]:
+        """(variant, data set) -> the name of its tuning study (one search per configuration)."""
+        if not self.study.tuned:
+            return {}
+        return {
+            (v, d.name): f"{self.study.experiment}.{self.config_hashes[d.name]}.tune.{v}"
+            for d in self.study.datasets
+            for v in self.study.variants
+        }
+
+    def queues(self, storage, worker: int = 0) -> dict:
+        """Every queue of the plan, keyed by "repeat" or (variant, data set) for tuning."""
+        sampler = optuna.samplers.TPESampler(seed=self.study.seeds[0] * 1000 + worker, constant_liar=True)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        out = {key: WorkQueue(storage, name, sampler, pruner) for key, name in self.tune_queue_names().items()}
+        if not self.options.tune_only:
+            out["repeat"] = WorkQueue(storage, self.repeat_queue_name)
+        return out
+
+
+def _plan(study: Study, options: RunOptions) -> Plan:
     if options.workers < 1:
         raise StudyError(f"--workers must be >= 1, got {options.workers}")
     try:  # a device this machine lacks would otherwise fail every run, one by one
         trainer.resolve_device(options.device)
     except (ValueError, RuntimeError) as exc:
         raise StudyError(f"--device {options.device}: {exc}") from None
-    storage = open_optuna_storage(options.storage)
-    tracking_uri = prepare_tracking(options.tracking_uri)
-    client = tracking.client_for(tracking_uri)
-    experiment_id = tracking.ensure_experiment(client, tracking_uri, study.name)
-    data = _load_data(study)
-    _check_variants_build(study, data.spec)
-
-    plan = _Plan(study, options, tracking_uri, experiment_id)
-    for name in plan.study_names():
-        _open_study(storage, name, plan, worker=0)
-    _fail_stale(storage, plan, client)
-    _enqueue_missing(storage, plan)
-
-    if options.workers == 1:
-        _work(plan, 0, data)
-    else:
-        from joblib import Parallel, delayed
-
-        Parallel(n_jobs=options.workers, backend="loky")(delayed(_work)(plan, i) for i in range(options.workers))
-    return _outcome(storage, plan)
+    config_hashes, fingerprints, carve = {}, {}, {}
+    for source in study.datasets:
+        carve[source.name] = "split_seed" in datasets.describe()[source.loader]["options"] and \
+            "split_seed" not in source.options  # fmt: skip
+        data = load_data(study, source.name)
+        fingerprints[source.name] = data.content_digest()
+        config_hashes[source.name] = study.config_hash(source.name, fingerprints[source.name])
+        _check_variants_build(study, data.spec)
+    return Plan(study, options, config_hashes, fingerprints, carve)
 
 
-# -- the plan: what units exist and where they are kept ------------------------------------
+def load_data(study: Study, dataset: str, split_seed: int | None = None):
+    """One data set of the study; ``split_seed`` carves its validation split where the loader
+    carves one (emotions, arff, npz without a valid split). Bad options name the study file."""
+    source = study.dataset(dataset)
+    options = dict(source.options)
+    if split_seed is not None:
+        options["split_seed"] = split_seed
+    try:
+        return datasets.load(source.loader, data_path=source.data_path, **options)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, datasets.DataFormatError):
+            raise
+        raise StudyError(f"{study.source}: data set {dataset!r} ({source.loader}): {exc}") from None
 
 
-@dataclass(frozen=True)
-class _Plan:
-    study: Study
-    options: RunOptions
-    tracking_uri: str
-    experiment_id: str
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.study.name}.{self.study.fingerprint()}"
-
-    def tune_name(self, variant: str) -> str:
-        return f"{self.prefix}.tune.{variant}"
-
-    @property
-    def repeat_name(self) -> str:
-        return f"{self.prefix}.repeat"
-
-    def study_names(self) -> list[str]:
-        names = [self.tune_name(v) for v in self.study.variants] if self.study.tuned else []
-        return names + ([] if self.options.tune_only else [self.repeat_name])
-
-    def repeat_units(self) -> list[dict]:
-        return [
-            {"phase": "repeat", "variant": v, "setting": s, "seed": seed}
-            for v in self.study.variants
-            for s in self.study.settings()
-            for seed in self.study.seeds
-        ]
+def _check_variants_build(study: Study, spec) -> None:
+    """Build every (variant, setting) once up front so a bad field fails before any training."""
+    options = RunOptions(progress=False)
+    for variant in study.variants:
+        for setting in study.settings():
+            train_cfg, model = _build(study, variant, spec, study.params_for(variant, setting), study.seeds[0], options)
+            check = getattr(model, "check_training", None)
+            if check is not None:
+                try:
+                    check(train_cfg.batch_size)
+                except ValueError as exc:
+                    raise StudyError(f"{study.source}: {variant!r} ({setting}): {exc}") from None
 
 
-def _unit_key(attrs: dict) -> tuple:
-    return attrs.get("variant"), attrs.get("setting"), attrs.get("seed")
+def _experiment_tags(study: Study) -> dict:
+    tags = {"study": study.name, "study_file": study.source, "quick": str(study.quick).lower(),
+            "datasets": ", ".join(d.name for d in study.datasets), "planned_variants": " ".join(study.variants),
+            "planned_seeds": " ".join(map(str, study.seeds)), **study.tags}  # fmt: skip
+    return {k: v for k, v in tags.items() if v is not None}
 
 
-def _open_study(storage, name: str, plan: _Plan, worker: int) -> optuna.Study:
-    sampler = optuna.samplers.TPESampler(seed=plan.study.seeds[0] * 1000 + worker, constant_liar=True)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    for _ in range(3):  # another process may create it between our check and our create
-        try:
-            return optuna.create_study(
-                study_name=name, storage=storage, direction="maximize",
-                sampler=sampler, pruner=pruner, load_if_exists=True,
-            )  # fmt: skip
-        except optuna.exceptions.DuplicatedStudyError:
-            time.sleep(0.2)
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+def _finished_keys(client, plan: Plan) -> set[tuple]:
+    table = results.finished(results.runs(client, plan.study.experiment), plan.config_hashes.values())
+    return {(r.variant, r.dataset, r.setting, int(r.seed), r.config_hash) for r in table.itertuples()}
 
 
-def _enqueue_missing(storage, plan: _Plan, only: set | None = None) -> None:
-    """Enqueue every unit that has no finished, waiting or running trial (so re-runs resume);
-    with ``only``, just those repeat units (by key) -- not units that failed in training."""
-    alive = (TrialState.WAITING, TrialState.RUNNING, *FINISHED)
-    if plan.study.tuned and only is None:
-        for variant in plan.study.variants:
-            tune = _open_study(storage, plan.tune_name(variant), plan, 0)
-            have = len(tune.get_trials(deepcopy=False, states=alive))
-            attrs = {"phase": "tune", "variant": variant, "setting": DEFAULT_SETTING, "seed": plan.study.seeds[0]}
-            for _ in range(plan.study.trials - have):
-                tune.enqueue_trial({}, user_attrs=attrs)
-    if not plan.options.tune_only:
-        repeat = _open_study(storage, plan.repeat_name, plan, 0)
-        present = {_unit_key(t.user_attrs) for t in repeat.get_trials(deepcopy=False, states=alive)}
+def _enqueue(plan: Plan, queues: dict, done: set) -> None:
+    """Queue every unit that is neither done nor waiting/running (so re-runs resume), and top each
+    tuning study up to its budget."""
+    for (variant, dataset), name in plan.tune_queue_names().items():
+        queue = queues[(variant, dataset)]
+        have = len(queue.trials((*LIVE, TrialState.COMPLETE, TrialState.PRUNED)))
+        unit = Unit("tune", variant, dataset, DEFAULT_SETTING, plan.study.seeds[0], plan.config_hashes[dataset])
+        for _ in range(plan.study.trials - have):
+            queue.enqueue(asdict(unit))
+    if "repeat" in queues:
+        queued = {Unit.of(t.user_attrs).key for t in queues["repeat"].trials(LIVE)}
         for unit in plan.repeat_units():
-            if _unit_key(unit) not in present and (only is None or _unit_key(unit) in only):
-                repeat.enqueue_trial({}, user_attrs=unit)
+            if unit.key not in done and unit.key not in queued:
+                queues["repeat"].enqueue(asdict(unit))
 
 
-def _fail_stale(storage, plan: _Plan, client) -> set:
-    """Mark trials left RUNNING by a dead worker FAIL (and their MLflow runs FAILED); returns
-    the unit keys of the trials this call failed."""
-    failed = set()
-    for name in plan.study_names():
-        study = optuna.load_study(study_name=name, storage=storage)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            reason = _stale_reason(t)
-            if reason is None:
-                continue
-            try:
-                storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            except UpdateFinishedTrialError:
-                continue  # it finished (or another process failed it) meanwhile
-            failed.add(_unit_key(t.user_attrs))
-            tracking.fail_runs_of_trial(client, plan.experiment_id, name, t.number, reason)
-    return failed
+def _stale_handler(client, experiment_id: str):
+    def on_stale(queue_name: str, number: int, unit: dict, reason: str) -> None:
+        tracking.fail_runs_of_trial(client, experiment_id, queue_name, number, reason)
 
-
-def _stale_reason(t) -> str | None:
-    attrs = t.user_attrs
-    if attrs.get("worker_host") == HOST and "worker_pid" in attrs:
-        if not _process_alive(attrs["worker_pid"], attrs.get("worker_started")):
-            return f"worker {HOST}:{attrs['worker_pid']} died while running this trial"
-        return None
-    last = attrs.get("heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else None)
-    if last is not None and time.time() - last > STALE_AFTER_SECONDS:
-        return f"no heartbeat from worker {attrs.get('worker_host')}:{attrs.get('worker_pid')} for {STALE_AFTER_SECONDS:.0f} s"
-    return None
-
-
-def _process_started(pid: int) -> str | None:
-    """Start time of a process (from /proc), to tell a live worker from a recycled pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields_after_name = f.read().rsplit(")", 1)[1].split()
-        return fields_after_name[19]  # field 22 of stat: start time in clock ticks
-    except (OSError, IndexError):
-        return None
-
-
-def _process_alive(pid: int, started: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is dead
-                return False
-    except OSError:
-        return True  # no /proc here: trust os.kill
-    return started is None or _process_started(pid) == started
+    return on_stale
 
 
 # -- workers ---------------------------------------------------------------------------------
 
 
-def _work(plan: _Plan, worker: int, data=None) -> None:
-    """One worker: claim and run units until none is left."""
+def _work(plan: Plan, worker: int, overall=None) -> int:
+    """One worker: claim and run units until none is left; returns how many it trained."""
     import torch
 
+    quiet_libraries(plan.options.verbose)
     if plan.options.workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.options.workers))
-    storage = open_optuna_storage(plan.options.storage)
     client = tracking.client_for(plan.tracking_uri)
-    data = data if data is not None else _load_data(plan.study)
-    tune_studies = [_open_study(storage, plan.tune_name(v), plan, worker) for v in plan.study.variants] if plan.study.tuned else []
-    bar = tqdm(desc=f"{plan.study.name} worker {worker}", unit="run", position=worker, disable=not plan.options.progress)
+    on_stale = _stale_handler(client, plan.experiment_id)
+    storage = open_optuna_storage(plan.options.storage, on_stale=on_stale)
+    queues = plan.queues(storage, worker)
+    worker_ = _Worker(plan, worker, client, overall)
 
+    tune = [q for key, q in queues.items() if key != "repeat"]
     while True:
-        trial = next((t for t in (_claim(s) for s in tune_studies) if t is not None), None)
-        if trial is not None:
-            if not _beyond_budget(trial, plan.study.trials):
-                _run_trial(trial, plan, data, client, bar)
+        claim = next((c for c in (q.claim() for q in tune) if c is not None), None)
+        if claim is not None:
+            if not _beyond_budget(claim, plan.study.trials):
+                worker_.train(claim)
             continue
-        if any(_has_running(s) for s in tune_studies):  # repeats need every tuning trial settled
-            _fail_stale(storage, plan, client)
-            _enqueue_missing(storage, plan)  # replaces tuning trials of dead workers
+        if any(q.busy() for q in tune):  # repeats need every tuning trial settled
+            for q in tune:
+                q.fail_stale(on_stale)
+            _enqueue(plan, queues, set())  # replaces tuning trials of dead workers
             time.sleep(POLL_SECONDS)
             continue
         break
-    if not plan.options.tune_only:
-        repeat = _open_study(storage, plan.repeat_name, plan, worker)
-        best = {v: _best_params(s) for v, s in zip(plan.study.variants, tune_studies)}
-        while True:
-            trial = _claim(repeat)
-            if trial is not None:
-                if not _is_duplicate(repeat, trial):
-                    _run_trial(trial, plan, data, client, bar, tuned=best.get(trial.user_attrs["variant"], {}))
-                continue
-            if not _has_running(repeat):
-                break
-            # Units still run elsewhere: wait for them, so this worker's summary is the whole
-            # study's and a unit whose worker dies (found stale) is taken over, not left missing.
-            stale = _fail_stale(storage, plan, client)
-            if stale:
-                _enqueue_missing(storage, plan, only=stale)
-            time.sleep(POLL_SECONDS)
-    bar.close()
-
-
-def _claim(study: optuna.Study) -> optuna.Trial | None:
-    """Atomically move one WAITING trial to RUNNING for this process (what ``Study.ask`` does
-    internally), never creating a new trial when the queue is empty."""
-    storage = study._storage
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                continue
-        except UpdateFinishedTrialError:
+    if "repeat" not in queues:
+        return worker_.trained
+    repeat = queues["repeat"]
+    planned = {u.key for u in plan.repeat_units()}
+    worker_.best = {key: _best_params(q) for key, q in queues.items() if key != "repeat"}
+    while True:
+        claim = repeat.claim(wanted=lambda attrs: Unit.of(attrs).key in planned)
+        if claim is not None:
+            if not _is_duplicate(claim, repeat, client, plan):
+                worker_.train(claim)
             continue
-        for key, value in {
-            "worker_host": HOST,
-            "worker_pid": os.getpid(),
-            "worker_started": _process_started(os.getpid()),
-            "heartbeat": time.time(),
-        }.items():
-            storage.set_trial_user_attr(frozen._trial_id, key, value)
-        return optuna.Trial(study, frozen._trial_id)
-    return None
+        if not any(Unit.of(t.user_attrs).key in planned for t in repeat.trials(LIVE)):
+            break
+        # Units still run elsewhere: wait for them, so this worker's summary is the whole
+        # study's, and a unit whose worker dies (found stale) is taken over, not left missing.
+        if repeat.fail_stale(on_stale):
+            _enqueue(plan, queues, _finished_keys(client, plan))
+        time.sleep(POLL_SECONDS)
+    return worker_.trained
 
 
-def _has_running(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
-
-
-def _is_duplicate(study: optuna.Study, trial: optuna.Trial) -> bool:
-    """Two machines enqueueing at the same moment can queue a unit twice: the lowest-numbered
-    live trial of a unit is the one that runs; a later copy is failed as a duplicate."""
-    key = _unit_key(trial.user_attrs)
-    live = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
-    for other in study.get_trials(deepcopy=False, states=live):
-        if other.number < trial.number and _unit_key(other.user_attrs) == key:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"duplicate of trial {other.number}")
-            study.tell(trial, state=TrialState.FAIL)
+def _is_duplicate(claim: Claim, queue: WorkQueue, client, plan: Plan) -> bool:
+    """Two machines enqueueing at the same moment can queue a unit twice, and a unit may have
+    finished since it was queued: the lowest-numbered live trial of a unit runs, and only while
+    the unit has no FINISHED run; another copy is failed as a duplicate before it trains."""
+    unit = Unit.of(claim.unit)
+    for other in queue.trials(LIVE):
+        if other.number < claim.number and Unit.of(other.user_attrs).key == unit.key:
+            claim.fail(f"duplicate of trial {other.number}")
             return True
+    if unit.key in _finished_keys(client, plan):
+        claim.fail("duplicate: the unit already has a FINISHED run")
+        return True
     return False
 
 
-def _beyond_budget(trial: optuna.Trial, budget: int) -> bool:
+def _beyond_budget(claim: Claim, budget: int) -> bool:
     """Machines enqueueing at the same moment can queue more tuning trials than the budget: as
     with duplicates, the lowest-numbered live trials run and a later one beyond it is failed."""
-    live = (TrialState.WAITING, TrialState.RUNNING, *FINISHED)
-    ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=live) if t.number < trial.number)
+    alive = (*LIVE, TrialState.COMPLETE, TrialState.PRUNED)
+    ahead = sum(1 for t in claim.queue.trials(alive) if t.number < claim.number)
     if ahead < budget:
         return False
-    trial.storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"beyond the tuning budget of {budget}")
-    trial.study.tell(trial, state=TrialState.FAIL)
+    claim.fail(f"beyond the tuning budget of {budget}")
     return True
 
 
-def _best_params(tune: optuna.Study) -> dict:
-    completed = tune.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def _best_params(queue: WorkQueue) -> dict:
+    completed = queue.trials((TrialState.COMPLETE,))
     return dict(max(completed, key=lambda t: t.value).params) if completed else {}
 
 
-def _run_trial(trial: optuna.Trial, plan: _Plan, data, client, bar, tuned: dict | None = None) -> None:
-    """Train one unit, track it in MLflow and tell Optuna; a failure fails this unit only."""
-    unit = trial.user_attrs
-    variant, setting, seed, phase = unit["variant"], unit["setting"], unit["seed"], unit["phase"]
-    params = plan.study.params_for(variant, setting)
-    if phase == "tune":
-        params.update({p.name: p.suggest(trial) for p in plan.study.search_space})
-    else:
-        params = {**params, **(tuned or {}), **plan.study.settings()[setting]}
-    train_cfg, model = _build(plan.study, variant, data.spec, params, seed, plan.options)
-    config = _resolved_config(plan, unit, train_cfg, model, trial.number)
-    tags = {
-        "study": plan.study.name, "variant": variant, "dataset": plan.study.dataset, "seed": seed,
-        "phase": phase, "setting": setting, "optuna_trial": trial.number,
-        "optuna_study": trial.study.study_name, "config_hash": plan.study.fingerprint(),
-        "storage": redact(plan.options.storage or "runs/optuna.journal"),
-    }  # fmt: skip
-    run_name = f"{variant}-seed{seed}" if phase == "repeat" else f"{variant}-tune{trial.number}"
-    if setting != DEFAULT_SETTING:
-        run_name += f"-{setting}"
-    heartbeat = _Heartbeat(trial)
-    with tracking.TrackedRun(client, plan.experiment_id, run_name, tags) as run, heartbeat:
-        trial.storage.set_trial_user_attr(trial._trial_id, "mlflow_run_id", run.run_id)
-        run.log_params({"preset": plan.study.preset, "dataset_options": plan.study.dataset_options,
-                        "setting": setting, **train_cfg.to_dict(), **_model_params(model)})  # fmt: skip
+class _Worker:
+    """Trains claimed units: one MLflow run each, the queue told the outcome."""
 
-        def on_epoch(epoch: int, row: dict) -> None:
-            run.log_epoch(epoch, row)
-            if phase == "tune":
-                trial.report(row["val_micro_f1"], epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+    def __init__(self, plan: Plan, index: int, client, overall):
+        self.plan, self.index, self.client, self.overall = plan, index, client, overall
+        self.best: dict = {}
+        self.trained = 0
+        self._data: dict = {}
 
-        try:
-            result = trainer.fit(model, data, train_cfg, on_epoch=on_epoch)
-        except optuna.TrialPruned as pruned:
-            run.end("KILLED", str(pruned))
-            trial.study.tell(trial, state=TrialState.PRUNED)
-            bar.update(1)
-            return
-        except (trainer.NonFiniteLossError, ValueError, RuntimeError) as exc:
-            reason = redact_text(f"{type(exc).__name__}: {exc}")
-            run.end("FAILED", reason)
-            trial.storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-            trial.study.tell(trial, state=TrialState.FAIL)
-            tqdm.write(f"FAILED {run_name}: {reason}\n{traceback.format_exc(limit=3)}")
-            bar.update(1)
-            return
-        except BaseException as exc:  # interrupted: fail both records, then stop
-            trial.storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"interrupted: {type(exc).__name__}")
-            trial.study.tell(trial, state=TrialState.FAIL)
-            raise
-        run.log_result(result, data.label_names, data.modalities, config, keep_latents=phase == "repeat")
-        for key, value in result.test_metrics.items():
-            trial.storage.set_trial_user_attr(trial._trial_id, f"test_{key}", value)
-        # Optuna's COMPLETE is the commit point, so the run ends first: if this worker dies in
-        # between, its trial stays RUNNING and the stale check fails both (never a COMPLETE
-        # trial whose run stays RUNNING, which no re-run would repair).
-        run.end("FINISHED")
-        trial.study.tell(trial, result.val_metrics["micro_f1"], skip_if_finished=True)
-        if trial.storage.get_trial(trial._trial_id).state != TrialState.COMPLETE:
-            # Silent too long, this worker was taken for dead and its unit handed to another.
-            tracking.fail_runs_of_trial(client, plan.experiment_id, trial.study.study_name, trial.number,
-                                        "its trial was failed as stale while it ran")  # fmt: skip
-            return
-    bar.update(1)
-    bar.set_postfix_str(f"{run_name}: test micro-F1 {result.test_metrics['micro_f1']:.3f}")
+    def data(self, unit: Unit):
+        key = (unit.dataset, unit.seed if self.plan.carve_by_seed[unit.dataset] else None)
+        if key not in self._data:
+            self._data = {key: load_data(self.plan.study, unit.dataset, split_seed=key[1])}  # keep one in memory
+        return self._data[key]
 
+    def train(self, claim: Claim) -> None:
+        plan, study = self.plan, self.plan.study
+        unit = Unit.of(claim.unit)
+        data = self.data(unit)
+        params = study.params_for(unit.variant, unit.setting)
+        if unit.phase == "tune":
+            params.update({p.name: p.suggest(claim.trial) for p in study.search_space})
+        else:
+            params = {**params, **self.best.get((unit.variant, unit.dataset), {}), **study.settings()[unit.setting]}
+        train_cfg, model = _build(study, unit.variant, data.spec, params, unit.seed, plan.options)
+        name = run_name(unit, claim.number, several_datasets=len(study.datasets) > 1)
+        checkpoint = self._checkpoint_path(unit) if unit.phase == "repeat" else None
+        tags = {
+            "study": study.name, "variant": unit.variant, "dataset": unit.dataset, "seed": unit.seed,
+            "phase": unit.phase, "setting": unit.setting, "optuna_trial": claim.number,
+            "optuna_study": claim.queue.name, "config_hash": unit.config_hash,
+            "data_fingerprint": plan.data_fingerprints[unit.dataset], "code_version": code_version(),
+            "storage": redact(plan.options.storage or "runs/optuna.journal"),
+        }  # fmt: skip
+        with tracking.TrackedRun(self.client, plan.experiment_id, name, tags) as run, claim.alive():
+            claim.set_attr("mlflow_run_id", run.run_id)
+            source = study.dataset(unit.dataset)
+            run.log_params({"variant": unit.variant, "dataset": unit.dataset, "setting": unit.setting,
+                            "seed": unit.seed, "preset": study.preset, "data": asdict(source),
+                            **train_cfg.to_dict(), **_model_params(model)})  # fmt: skip
+            run.log_dataset(unit.dataset, data.content_digest(), data.source, _data_profile(data))
 
-class _Heartbeat:
-    """Background thread that stamps the trial so other workers can tell it is alive."""
+            def on_epoch(epoch: int, row: dict) -> None:
+                run.log_epoch(epoch, row)
+                if unit.phase == "tune":
+                    claim.trial.report(row["val_micro_f1"], epoch)
+                    if claim.trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-    def __init__(self, trial: optuna.Trial):
-        self.trial, self.stop = trial, threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self):
-        while not self.stop.wait(HEARTBEAT_SECONDS):
+            label = f"w{self.index} {name}" if plan.options.workers > 1 else name
             try:
-                self.trial.storage.set_trial_user_attr(self.trial._trial_id, "heartbeat", time.time())
-            except Exception:  # the trial finished meanwhile, or the storage blinked: next beat
-                pass
+                result = trainer.fit(model, data, train_cfg, on_epoch=on_epoch, checkpoint=checkpoint,
+                                     progress_label=label, progress_position=self._bar_position())  # fmt: skip
+            except optuna.TrialPruned as pruned:
+                run.end("KILLED", str(pruned))
+                claim.prune()
+                self._settled()
+                return
+            except (trainer.NonFiniteLossError, ValueError, RuntimeError) as exc:
+                reason = redact_text(f"{type(exc).__name__}: {exc}")
+                run.end("FAILED", reason)
+                claim.fail(reason)
+                tqdm.write(f"FAILED {name}: {reason}\n{traceback.format_exc(limit=3)}")
+                self._settled()
+                return
+            except BaseException as exc:  # interrupted: fail both records, then stop
+                claim.fail(f"interrupted: {type(exc).__name__}")
+                raise
+            if result.resumed_from_epoch:
+                run.set_tags({"resumed_from_epoch": result.resumed_from_epoch})
+            config = _resolved_config(plan, unit, train_cfg, model, claim.number)
+            run.log_result(result, data.label_names, data.modalities, config, keep_latents=unit.phase == "repeat")
+            # Optuna's COMPLETE is the commit point, so the run ends first: if this worker dies in
+            # between, its trial stays RUNNING and the stale check fails both.
+            run.end("FINISHED")
+            if not claim.complete(result.val_metrics["micro_f1"]):
+                # Silent too long, this worker was taken for dead and its unit handed to another.
+                tracking.fail_runs_of_trial(self.client, plan.experiment_id, claim.queue.name, claim.number,
+                                            "its trial was failed as stale while it ran")  # fmt: skip
+                return
+        if checkpoint is not None and not plan.options.keep_checkpoints:
+            checkpoint.unlink(missing_ok=True)
+        self.trained += 1
+        self._settled()
 
-    def __enter__(self):
-        self.thread.start()
-        return self
+    def _checkpoint_path(self, unit: Unit) -> Path:
+        folder = Path(self.plan.options.checkpoint_dir) if self.plan.options.checkpoint_dir else RUNS_DIR / "checkpoints"
+        safe = "".join(ch if ch.isalnum() or ch in "._-=" else "_" for ch in
+                       f"{unit.variant}-{unit.dataset}-{unit.setting}-s{unit.seed}")  # fmt: skip
+        return folder / self.plan.study.experiment / unit.config_hash / f"{safe}.pt"
 
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        return False
+    def _bar_position(self) -> int | None:
+        return self.index + 1 if self.plan.options.workers > 1 else None
+
+    def _settled(self) -> None:
+        if self.overall is not None:
+            self.overall.update(1)
+
+
+def run_name(unit: Unit, trial_number: int, several_datasets: bool = False) -> str:
+    """``carat / default / s3`` (``carat / emotions / default / s3`` with several data sets); a tuning
+    trial is ``carat / tune 7``."""
+    parts = [unit.variant, *([unit.dataset] if several_datasets else [])]
+    if unit.phase == "tune":
+        return " / ".join([*parts, f"tune {trial_number}"])
+    return " / ".join([*parts, unit.setting, f"s{unit.seed}"])
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _load_data(study: Study):
-    return datasets.load(study.dataset, data_path=study.data_path, **study.dataset_options)
 
 
 def _build(study: Study, variant: str, spec, params: dict, seed: int, options: RunOptions):
@@ -443,53 +479,114 @@ def _build(study: Study, variant: str, spec, params: dict, seed: int, options: R
     return train_cfg, model
 
 
-def _check_variants_build(study: Study, spec) -> None:
-    """Build every (variant, setting) once up front so a bad field fails before any training."""
-    options = RunOptions(progress=False)
-    for variant in study.variants:
-        for setting in study.settings():
-            _build(study, variant, spec, study.params_for(variant, setting), study.seeds[0], options)
-
-
 def _model_params(model) -> dict:
     config = getattr(model, "config", None)
     return asdict(config) if config is not None else {}
 
 
-def _resolved_config(plan: _Plan, unit: dict, train_cfg: TrainConfig, model, trial_number: int) -> dict:
+def _data_profile(data) -> dict:
+    return {"modalities": {m: list(td) for m, td in data.spec.modalities.items()}, "labels": len(data.label_names),
+            **{f"n_{split}": s.n for split, s in data.splits.items()}}  # fmt: skip
+
+
+def _resolved_config(plan: Plan, unit: Unit, train_cfg: TrainConfig, model, trial_number: int) -> dict:
     study = plan.study
     return {
-        "study": study.name, "study_file": study.source, "config_hash": study.fingerprint(),
-        "unit": dict(unit), "optuna_trial": trial_number,
-        "dataset": {"name": study.dataset, "options": study.dataset_options, "path": study.data_path},
-        "preset": study.preset, "train": train_cfg.to_dict(),
+        "study": study.name, "study_file": study.source, "experiment": study.experiment,
+        "config_hash": unit.config_hash, "unit": asdict(unit), "optuna_trial": trial_number,
+        "dataset": {**asdict(study.dataset(unit.dataset)), "fingerprint": plan.data_fingerprints[unit.dataset]},
+        "preset": study.preset, "train": train_cfg.to_dict(), "code_version": code_version(),
         "model": {"class": type(model).__name__, **_model_params(model)},
     }  # fmt: skip
 
 
-def _outcome(storage, plan: _Plan) -> Outcome:
-    outcome = Outcome(study=plan.study.name, experiment=plan.study.name)
+def code_version() -> str:
+    """The git commit of the harness (``-dirty`` with uncommitted changes), or ``unknown``."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def _metric_columns(table) -> list[str]:
+    return [c for c in table.columns if c.startswith("test_")]
+
+
+def _outcome(client, plan: Plan, queues: dict) -> Outcome:
+    """What the tracking store holds for the plan's repeat units (the one source of results)."""
+    study = plan.study
+    outcome = Outcome(study=study.name, experiment=study.experiment, tracking_uri=plan.tracking_uri)
     if plan.options.tune_only:
         return outcome
-    trials = optuna.load_study(study_name=plan.repeat_name, storage=storage).get_trials(deepcopy=False)
-    by_unit: dict[tuple, list] = {}
-    for t in trials:
-        by_unit.setdefault(_unit_key(t.user_attrs), []).append(t)
+    table = results.runs(client, study.experiment)
+    done = results.finished(table, plan.config_hashes.values()).set_index(["variant", "dataset", "setting", "seed",
+                                                                            "config_hash"])  # fmt: skip
+    failed_runs = table[(table["phase"] == "repeat") & (table["status"] == "FAILED")].sort_values("start_time")
+    reasons = {}
+    for r in failed_runs.itertuples():
+        reasons[(r.variant, r.dataset, r.setting, int(r.seed), r.config_hash)] = r.failure_reason or "unknown"
     for unit in plan.repeat_units():
-        attempts = by_unit.get(_unit_key(unit), [])
-        done = [t for t in attempts if t.state == TrialState.COMPLETE]
-        if done:
-            outcome.finished.append({**unit, **{k: v for k, v in done[0].user_attrs.items() if k.startswith("test_")}})
-            continue
-        failed = [t for t in attempts if t.state == TrialState.FAIL and "duplicate" not in t.user_attrs.get("fail_reason", "")]
-        if failed:
-            outcome.failed.append({**unit, "reason": failed[-1].user_attrs.get("fail_reason", "unknown")})
+        row = {"variant": unit.variant, "dataset": unit.dataset, "setting": unit.setting, "seed": unit.seed}
+        if unit.key in done.index:
+            found = done.loc[unit.key]
+            metrics = {k: found[k] for k in found.index if str(k).startswith("test_") or k == "degenerate"}
+            outcome.finished.append({**row, "run_id": found["run_id"], **metrics})
+        elif unit.key in reasons:
+            outcome.failed.append({**row, "reason": reasons[unit.key]})
         else:
-            outcome.missing.append(unit)
+            outcome.missing.append(row)
     return outcome
 
 
-def count_by_state(storage_url: str | None, name: str) -> Counter:
-    """How many trials of an Optuna study are in each state (for tests and summaries)."""
-    study = optuna.load_study(study_name=name, storage=open_optuna_storage(storage_url))
-    return Counter(t.state.name for t in study.get_trials(deepcopy=False))
+def quiet_libraries(verbose: bool) -> None:
+    """Optuna's "Using an existing study" and MLflow's "Creating initial MLflow database tables"
+    INFO lines would land among the progress bars: off unless ``--verbose``."""
+    level = logging.INFO if verbose else logging.WARNING
+    optuna.logging.set_verbosity(level)
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(level)
+
+
+def _overall_bar(plan: Plan, todo: int):
+    return tqdm(total=todo, desc=f"{plan.study.experiment}: runs", unit="run", position=0,
+                disable=not plan.options.progress, dynamic_ncols=True)  # fmt: skip
+
+
+class _Poller:
+    """With several worker processes, the overall bar follows the queue: a background thread
+    counts settled trials of the plan every POLL_SECONDS."""
+
+    def __init__(self, plan: Plan, bar):
+        import threading
+
+        self.bar, self.stop = bar, threading.Event()
+        self.queues = plan.queues(open_optuna_storage(plan.options.storage)).values()
+        self.start = self._settled()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _settled(self) -> int:
+        return sum(len(q.trials(SETTLED)) for q in self.queues)
+
+    def _poll(self):
+        while not self.stop.wait(POLL_SECONDS):
+            try:
+                self.bar.n = min(self.bar.total, self._settled() - self.start)
+            except Exception:  # the storage blinked: next poll
+                continue
+            self.bar.refresh()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        return False

@@ -46,15 +46,27 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def open_optuna_storage(url: str | None) -> optuna.storages.BaseStorage:
-    """Open (and so check) an Optuna storage: an RDB URL, or else a journal file path."""
+def open_optuna_storage(url: str | None, on_stale=None) -> optuna.storages.BaseStorage:
+    """Open (and so check) an Optuna storage: an RDB URL, or else a journal file path.
+
+    RDB storages (several machines) get Optuna's heartbeats: a worker silent for
+    ``workqueue.STALE_AFTER_SECONDS`` has its trial failed and its unit re-queued, and
+    ``on_stale(queue, trial number, unit, reason)`` is told (see ``harness.workqueue``)."""
+    from harness import workqueue
+
     url = url or DEFAULT_STORAGE
     scheme = urlsplit(url).scheme.split("+")[0]
     try:
         if scheme in RDB_SCHEMES:
             rdb_url = with_shipped_driver(url)
             with _schema_lock(rdb_url):  # the first to open a fresh database creates Optuna's tables
-                return optuna.storages.RDBStorage(rdb_url, engine_kwargs=_engine_kwargs(scheme))
+                return optuna.storages.RDBStorage(
+                    rdb_url,
+                    engine_kwargs=_engine_kwargs(scheme),
+                    heartbeat_interval=workqueue.HEARTBEAT_SECONDS,
+                    grace_period=workqueue.STALE_AFTER_SECONDS,
+                    heartbeat_stale_trial_callback=workqueue.StaleTrialCallback(on_stale),
+                )
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(

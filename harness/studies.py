@@ -48,13 +48,33 @@ class SearchParam:
 
 
 @dataclass(frozen=True)
+class DataSource:
+    """One data set of a study: a registered loader, where its files are, and its options.
+
+    ``label`` names the data set in results (MLflow tag ``dataset``, report rows); it
+    defaults to the loader's name and must be unique within a study, so one loader can
+    appear twice with different options (say aligned and unaligned synthetic data)."""
+
+    loader: str
+    data_path: str | None = None
+    options: dict = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.loader
+
+    def identity(self) -> dict:
+        """What of this entry changes results (its files' content is fingerprinted separately)."""
+        return {"loader": self.loader, "options": self.options, "name": self.name}
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     variants: tuple[str, ...]
+    datasets: tuple[DataSource, ...] = (DataSource("synthetic"),)
     description: str = ""
-    dataset: str = "synthetic"
-    dataset_options: dict = field(default_factory=dict)
-    data_path: str | None = None
     preset: str = "small"
     epochs: int | None = None  # None: the preset's
     overrides: dict = field(default_factory=dict)  # model or training fields, for every variant
@@ -63,9 +83,22 @@ class Study:
     trials: int = 0  # tuning budget per variant (with a search space)
     sweep: dict = field(default_factory=dict)  # {field: [values]}: one-at-a-time sensitivity settings
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    tags: dict = field(default_factory=dict)  # free-form, copied onto the MLflow experiment
+    quick: bool = False  # a smoke test: results go to their own experiment, never among real ones
     source: str = "<memory>"
 
     # -- what a run of this study consists of ------------------------------------------------
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment of this study's runs; smoke tests keep to their own."""
+        return f"{self.name}{QUICK_SUFFIX}" if self.quick else self.name
+
+    def dataset(self, name: str) -> DataSource:
+        for source in self.datasets:
+            if source.name == name:
+                return source
+        raise KeyError(f"study {self.name!r} has no data set {name!r}; it has {[d.name for d in self.datasets]}")
+
     def settings(self) -> dict[str, dict]:
         """Named hyper-parameter settings: the default plus one per swept value."""
         out = {DEFAULT_SETTING: {}}
@@ -86,14 +119,20 @@ class Study:
         return bool(self.search_space) and self.trials > 0
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not seeds, variants or trial budget, which a
-        re-run may extend): finished runs are only reused under the same fingerprint."""
+        """Hash of the study fields that change results, data sets aside (each data set's identity
+        and content fingerprint join it per configuration, see ``config_hash``). Seeds, variants
+        and the trial budget are left out: a re-run may extend them and reuse finished runs."""
         keyed = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("name", "description", "variants", "seeds", "trials", "source")
+            if k not in ("name", "description", "variants", "seeds", "trials", "source", "datasets", "tags")
         }
-        return hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return _digest(keyed)
+
+    def config_hash(self, dataset: str, data_fingerprint: str) -> str:
+        """Identity of one configuration: this study's result-relevant fields, one data set's
+        entry and the fingerprint of its loaded content. Finished runs count only under it."""
+        return _digest([self.fingerprint(), self.dataset(dataset).identity(), data_fingerprint])
 
     def with_options(
         self,
@@ -105,16 +144,22 @@ class Study:
         preset: str | None = None,
         quick: bool = False,
     ) -> "Study":
-        """This study with command-line options applied (each None leaves the file's value)."""
+        """This study with command-line options applied (each None leaves the file's value).
+
+        ``quick`` first shrinks the study to a smoke test; options given explicitly then win over
+        its defaults (``--quick --seeds 3`` runs 3 seeds, ``--quick --epochs 2`` two epochs)."""
+        study = self.as_quick() if quick else self
         changes: dict = {}
-        if dataset is not None and dataset != self.dataset:
-            changes.update(dataset=dataset, dataset_options={})
+        if dataset is not None:
+            changes["datasets"] = (study._narrowed_to(dataset),)
         if data_path is not None:
-            changes["data_path"] = data_path
+            chosen = changes.get("datasets", study.datasets)
+            if len(chosen) != 1:
+                names = ", ".join(d.name for d in chosen)
+                raise StudyError(f"--data-path needs --dataset: study {self.name!r} has several data sets ({names})")
+            changes["datasets"] = (replace(chosen[0], data_path=str(Path(data_path).expanduser().resolve())),)
         if seeds is not None:
-            if not 1 <= seeds <= len(self.seeds):
-                raise StudyError(f"--seeds must be between 1 and {len(self.seeds)} (the study's seeds), got {seeds}")
-            changes["seeds"] = self.seeds[:seeds]
+            changes["seeds"] = _first_seeds(self.seeds, seeds)
         if epochs is not None:
             if epochs < 1:
                 raise StudyError(f"--epochs must be >= 1, got {epochs}")
@@ -124,25 +169,65 @@ class Study:
                 raise StudyError(f"--trials must be >= 0, got {trials}")
             changes["trials"] = trials
         if preset is not None:
+            if preset not in _preset_names():
+                raise StudyError(f"--preset: unknown preset {preset!r}; valid: {', '.join(_preset_names())}")
             changes["preset"] = preset
-        study = replace(self, **changes)
-        if quick:
-            study = study.quick()
-        return study
+        return replace(study, **changes)
 
-    def quick(self) -> "Study":
-        """Smoke-test form: tiny data, 1 epoch, at most 2 seeds, 2 trials and 2 values per sweep."""
-        options = dict(self.dataset_options)
-        if self.dataset == "synthetic":
-            options["size"] = "tiny"
+    def as_quick(self) -> "Study":
+        """Smoke-test form: tiny data where the loader has sizes, 1 epoch, at most 2 seeds, 2 trials
+        and 2 values per sweep, tracked in the experiment ``<name>.quick``."""
+        from harness import data as datasets
+
+        def tiny(source: DataSource) -> DataSource:
+            if "size" in datasets.describe().get(source.loader, {}).get("options", ()):
+                return replace(source, options={**source.options, "size": "tiny"})
+            return source
+
         return replace(
             self,
-            dataset_options=options,
+            datasets=tuple(tiny(d) for d in self.datasets),
             epochs=1,
             seeds=self.seeds[:2],
             trials=min(self.trials, 2),
             sweep={k: list(v)[:2] for k, v in self.sweep.items()},
+            quick=True,
         )
+
+    def _narrowed_to(self, name: str) -> DataSource:
+        """``--dataset NAME``: one of the study's data sets by name, or a registered loader instead."""
+        from harness import data as datasets
+
+        for source in self.datasets:
+            if source.name == name:
+                return source
+        if name in datasets.names():
+            return DataSource(name)
+        raise StudyError(
+            f"--dataset: {name!r} is neither a data set of study {self.name!r} "
+            f"({', '.join(d.name for d in self.datasets)}) nor a loader ({', '.join(datasets.names())})"
+        )
+
+
+QUICK_SUFFIX = ".quick"
+
+
+def _digest(value) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _first_seeds(seeds: tuple[int, ...], count: int) -> tuple[int, ...]:
+    """The first ``count`` seeds; beyond the study's list, further seeds follow its largest one."""
+    if count < 1:
+        raise StudyError(f"--seeds must be >= 1, got {count}")
+    extra = tuple(range(max(seeds) + 1, max(seeds) + 1 + count - len(seeds)))
+    return (seeds + extra)[:count]
+
+
+def _preset_names() -> tuple[str, ...]:
+    from harness.config import TRAIN_PRESETS
+
+    return tuple(TRAIN_PRESETS)
 
 
 # -- loading and validation --------------------------------------------------------------------
@@ -153,6 +238,7 @@ _TYPES = {
     "dataset": str,
     "dataset_options": dict,
     "data_path": (str, type(None)),
+    "datasets": list,
     "preset": str,
     "epochs": (int, type(None)),
     "overrides": dict,
@@ -162,7 +248,9 @@ _TYPES = {
     "sweep": dict,
     "seeds": list,
     "variants": list,
+    "tags": dict,
 }
+_DATASET_ENTRY_FIELDS = ("name", "label", "data_path", "options")
 
 
 def names() -> list[str]:
@@ -189,7 +277,6 @@ def load(name_or_path: str | Path) -> Study:
 def from_dict(raw, source: str = "<memory>") -> Study:
     """Validate a parsed study file; every problem names ``source`` and the field."""
     import models  # the variants must be registered to be checked
-    from harness.config import TRAIN_PRESETS
 
     def fail(fieldname: str, problem: str):
         raise StudyError(f"{source}: field {fieldname!r}: {problem}")
@@ -227,8 +314,8 @@ def from_dict(raw, source: str = "<memory>") -> Study:
     if raw.get("trials", 0) < 0:
         fail("trials", f"must be >= 0, got {raw['trials']}")
     preset = raw.get("preset", "small")
-    if preset not in TRAIN_PRESETS:
-        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(TRAIN_PRESETS)}")
+    if preset not in _preset_names():
+        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(_preset_names())}")
     for variant in raw.get("variant_overrides", {}):
         if variant not in variants:
             fail("variant_overrides", f"variant {variant!r} is not in this study's variants {variants}")
@@ -239,15 +326,69 @@ def from_dict(raw, source: str = "<memory>") -> Study:
     search_space = tuple(_search_param(name, spec, fail) for name, spec in raw.get("search_space", {}).items())
     if search_space and raw.get("trials", 0) == 0:
         fail("trials", "a search space needs a trial budget > 0")
-    values = {k: v for k, v in raw.items() if k != "search_space"}
+    base_dir = Path(source).resolve().parent if source != "<memory>" else Path.cwd()
+    values = {k: v for k, v in raw.items() if k not in ("search_space", "dataset", "dataset_options", "data_path")}
     values.update(
         variants=tuple(variants),
         seeds=tuple(seeds),
         search_space=search_space,
         source=source,
         overrides=_numbers(values.get("overrides", {})),
+        datasets=_data_sources(raw, base_dir, fail),
     )
     return Study(**values)
+
+
+def _data_sources(raw: dict, base_dir: Path, fail) -> tuple[DataSource, ...]:
+    """The study's data sets: ``datasets:`` (a list of entries) or the single ``dataset:`` form.
+
+    Relative data paths are read relative to the study file, so a study and its data can move
+    together. Options are checked against what the loader accepts."""
+    from harness import data as datasets
+
+    single = [k for k in ("dataset", "dataset_options", "data_path") if k in raw]
+    if "datasets" in raw and single:
+        fail("datasets", f"give either 'datasets' (a list) or the single-data-set fields, not both ({single})")
+    if "datasets" in raw:
+        entries = [(f"datasets[{i}]", e) for i, e in enumerate(raw["datasets"])]
+        if not entries:
+            fail("datasets", "must list at least one data set")
+    else:
+        entries = [("dataset", {"name": raw.get("dataset", "synthetic"), "data_path": raw.get("data_path"),
+                                "options": raw.get("dataset_options", {})})]  # fmt: skip
+    sources = []
+    for where, entry in entries:
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict):
+            fail(where, f"must be a loader name or a mapping with {list(_DATASET_ENTRY_FIELDS)}, got {entry!r}")
+        unknown = sorted(set(entry) - set(_DATASET_ENTRY_FIELDS))
+        if unknown:
+            fail(where, f"unknown key(s) {unknown}; valid: {', '.join(_DATASET_ENTRY_FIELDS)}")
+        loader = entry.get("name")
+        if loader not in datasets.names():
+            fail(where, f"unknown data set {loader!r}; valid: {', '.join(datasets.names())}")
+        options = entry.get("options") or {}
+        if not isinstance(options, dict):
+            fail(where, f"options must be a mapping, got {options!r}")
+        accepted = datasets.describe()[loader]["options"]
+        bad = sorted(set(options) - set(accepted))
+        if bad:
+            option_field = "dataset_options" if where == "dataset" else f"{where}.options"
+            fail(option_field, f"unknown option(s) {bad} for data set {loader!r}; valid: {', '.join(accepted)}")
+        path = entry.get("data_path")
+        if path is not None and not isinstance(path, str):
+            fail(where, f"data_path must be a string, got {path!r}")
+        if path is not None:
+            path = str((base_dir / Path(path).expanduser()).resolve())
+        label = entry.get("label", "")
+        if not isinstance(label, str):
+            fail(where, f"label must be a string, got {label!r}")
+        sources.append(DataSource(loader, path, dict(options), label))
+    labels = [s.name for s in sources]
+    if len(set(labels)) != len(labels):
+        fail("datasets", f"data set names must be unique, got {labels}; give repeated loaders a 'label'")
+    return tuple(sources)
 
 
 def _search_param(name: str, spec, fail) -> SearchParam:

@@ -2,7 +2,13 @@
 
 Uses ``MlflowClient`` (explicit run ids, no fluent global "active run"), logs in batches,
 and always ends a run with a status: FINISHED, KILLED (pruned) or FAILED (with the reason
-as the ``failure_reason`` tag).
+as the ``failure_reason`` tag). Per-epoch metrics sit at integer epoch steps; the kept
+epoch's values are their own metrics (``best_epoch``, ``best_val_micro_f1``), so no curve
+gets a second point. Each run records the data it read as an MLflow dataset input (name
+and content digest, shown in the UI's Datasets column). After a command, one summary run
+per (variant, data set, setting) carries mean, std and n of every test metric over the
+finished seeds, tagged ``phase=summary`` so that it never counts as a result.
+Reading results back is ``harness.results``.
 """
 from __future__ import annotations
 
@@ -14,9 +20,12 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import json
+
 import numpy as np
+import pandas as pd
 import yaml
-from mlflow.entities import Metric, Param, ViewType
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
 from harness.storage import artifact_location, redact_text
@@ -40,18 +49,27 @@ def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
-    """The id of the experiment ``name``, created (with a local artifact folder) if missing."""
+def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str, description: str = "",
+                      tags: dict | None = None) -> str:  # fmt: skip
+    """The id of the experiment ``name``, created (with a local artifact folder) if missing; its
+    description (shown on the experiment page) and tags are set from the study."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
-    except Exception:  # another worker created it first
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
+        except Exception:  # another worker created it first
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            experiment_id = experiment.experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    wanted = {**(tags or {}), **({"mlflow.note.content": description} if description else {})}
+    current = experiment.tags if experiment is not None else {}
+    for key, value in wanted.items():
+        if current.get(key) != str(value):
+            client.set_experiment_tag(experiment_id, key, str(value))
+    return experiment_id
 
 
 class TrackedRun:
@@ -71,27 +89,33 @@ class TrackedRun:
 
     def log_epoch(self, epoch: int, row: dict) -> None:
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, epoch) for k, v in row.items() if k != "epoch" and np.isfinite(v)]
+        metrics = [Metric(k, float(v), now, int(epoch)) for k, v in row.items() if k != "epoch" and np.isfinite(v)]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
+    def log_dataset(self, name: str, digest: str, source: str, profile: dict) -> None:
+        """The data this run read, as an MLflow dataset input (the UI's Datasets column)."""
+        dataset = Dataset(name=name, digest=digest[:36], source_type="harness", source=json.dumps({"source": source}),
+                          profile=json.dumps(profile))  # fmt: skip
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
+
+    def set_tags(self, tags: dict) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def log_result(self, result, label_names, modality_names, config: dict, keep_latents: bool) -> None:
-        """Final metrics (one batch) and the artifacts: resolved config, test predictions, history."""
+        """Final metrics (one batch, at step 0) and the artifacts: resolved config, test
+        predictions, per-epoch history and, where asked, test latents for the t-SNE plot."""
         now = int(time.time() * 1000)
         values = {f"test_{k}": result.test_metrics[k] for k in FINAL_METRICS}
         values.update({f"test_f1_{name}": f1 for name, f1 in zip(label_names, result.test_per_label_f1)})
         values.update(
-            val_micro_f1=result.val_metrics["micro_f1"],
+            best_val_micro_f1=result.val_metrics["micro_f1"],
             best_epoch=result.best_epoch,
             train_seconds=result.train_seconds,
             n_parameters=result.n_parameters,
         )
-        # MLflow shows a metric's value at the highest step (latest timestamp on ties): logging at
-        # the last epoch's step makes the run's val_micro_f1 the kept epoch's, not the last epoch's.
-        # The full curve is history.csv; this final point sits on top of the last epoch's.
-        step = len(result.history)
-        metrics = [Metric(k, float(v), now + 1, step) for k, v in values.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        values.update(result.diagnostics)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             (folder / "config.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=True))
@@ -143,13 +167,55 @@ def fail_runs_of_trial(client: MlflowClient, experiment_id: str, study_name: str
     Runs are found by the tags they are created with, so this also catches a run whose worker
     died before the trial recorded the run's id, and one ended FINISHED just before the trial
     would have completed: only a COMPLETE trial makes its run count."""
-    runs = client.search_runs(
+    found = client.search_runs(
         [experiment_id], filter_string=f"tags.optuna_trial = '{int(trial_number)}'", run_view_type=ViewType.ALL
     )
-    for run in runs:
+    for run in found:
         if run.data.tags.get("optuna_study") == study_name and run.info.status in ("RUNNING", "FINISHED"):
             client.set_tag(run.info.run_id, "failure_reason", redact_text(reason))
             client.set_terminated(run.info.run_id, "FAILED")
+
+
+def write_summaries(client: MlflowClient, experiment_id: str, finished: pd.DataFrame, metrics: list[str]) -> int:
+    """One summary run per (config, variant, data set, setting) with the mean, std (sample, ddof 1)
+    and n of every test metric over its finished seeds; returns how many were written or updated.
+
+    Tagged ``phase=summary`` (never a result: ``harness.results`` reads only repeat runs), and
+    named like the runs it summarises, so MLflow's runs table grouped by variant reads like the
+    paper's table. An existing summary run is updated: its values are logged again at step n."""
+    if finished.empty:
+        return 0
+    existing = {
+        (r.data.tags.get("config_hash"), r.data.tags.get("variant"), r.data.tags.get("dataset"),
+         r.data.tags.get("setting")): r.info.run_id
+        for r in client.search_runs([experiment_id], "tags.phase = 'summary'", max_results=10_000)
+    }  # fmt: skip
+    written = 0
+    for (config, variant, dataset, setting), group in finished.groupby(["config_hash", "variant", "dataset", "setting"]):
+        n = len(group)
+        now = int(time.time() * 1000)
+        values = {"n_seeds": n}
+        for metric in metrics:
+            column = pd.to_numeric(group.get(metric), errors="coerce")
+            if column is None or column.isna().all():
+                continue
+            values[f"{metric}_mean"] = column.mean()
+            if n > 1:
+                values[f"{metric}_std"] = column.std(ddof=1)
+        run_id = existing.get((config, variant, dataset, setting))
+        if run_id is None:
+            tags = {"phase": "summary", "variant": variant, "dataset": dataset, "setting": setting,
+                    "config_hash": config, "study": group["study"].iloc[0]}  # fmt: skip
+            datasets = group["dataset"].nunique() > 1 or finished["dataset"].nunique() > 1
+            name = f"{variant} / {dataset} / {setting} / mean" if datasets else f"{variant} / {setting} / mean"
+            run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+            run_id = run.info.run_id
+            client.log_batch(run_id, params=[Param(k, str(tags[k])) for k in ("variant", "dataset", "setting")])
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, n) for k, v in values.items()],
+                         tags=[RunTag("seeds", " ".join(str(int(s)) for s in sorted(group["seed"])))])  # fmt: skip
+        client.set_terminated(run_id, "FINISHED")
+        written += 1
+    return written
 
 
 def _flatten(params: dict, prefix: str = "") -> dict:

@@ -5,14 +5,23 @@ clipping; after each epoch the validation micro-F1 is measured, the best epoch (
 to the later one, as in the reference) is kept, reloaded at the end, and the test split
 is scored exactly once. Classic (scikit-learn) models are fitted once and scored the
 same way. Thresholds are never chosen on test.
+
+Given a ``checkpoint`` path, a neural run saves everything it needs to go on at the end of
+every epoch (weights and buffers such as CARAT's queue and prototypes, optimiser,
+schedule, every random number generator, the history and the kept epoch so far) and, when
+the file is there at the start, continues after its last epoch: on CPU the result is
+bit-identical to a run that was never interrupted.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -49,6 +58,8 @@ class TrainResult:
     train_seconds: float
     n_parameters: int
     latents: np.ndarray | None = field(default=None, repr=False)  # (N, M, C, dz) on test, if the model has them
+    resumed_from_epoch: int = 0  # the last epoch restored from a checkpoint (0: trained from scratch)
+    diagnostics: dict[str, float] = field(default_factory=dict)  # see ``harness.metrics.diagnose``
 
 
 def seed_everything(seed: int, device: str = "cpu") -> None:
@@ -71,12 +82,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def fit(model, data: MultimodalDataset, cfg: TrainConfig, on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Train ``model`` on ``data`` under ``cfg`` and score the kept model on test once."""
+def fit(
+    model,
+    data: MultimodalDataset,
+    cfg: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    checkpoint: str | Path | None = None,
+    progress_label: str = "epochs",
+    progress_position: int | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` under ``cfg`` and score the kept model on test once.
+
+    ``on_epoch(epoch, row)`` sees every epoch's row, restored ones included; ``checkpoint`` is
+    the file a neural run saves to after each epoch and resumes from (see the module docstring)."""
     if isinstance(model, ClassicModel):
         return _fit_classic(model, data, cfg, on_epoch)
     if isinstance(model, NeuralModel):
-        return _fit_neural(model, data, cfg, on_epoch)
+        return _fit_neural(model, data, cfg, on_epoch, checkpoint, progress_label, progress_position)
     raise TypeError(f"{type(model).__name__} is neither a NeuralModel nor a ClassicModel")
 
 
@@ -95,7 +117,7 @@ def _fit_classic(model: ClassicModel, data, cfg, on_epoch) -> TrainResult:
     return _result(history, 1, val_metrics, test.labels, test_scores, thresholds, started, _count_classic(model))
 
 
-def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
+def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_label, progress_position) -> TrainResult:
     device = resolve_device(cfg.device)
     model.to(device)
     train, valid = data.splits["train"], data.splits["valid"]
@@ -104,10 +126,16 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
     shuffler = torch.Generator().manual_seed(cfg.seed)
     autocast = _autocast(device)
 
-    started = time.perf_counter()
-    history: list[dict] = []
-    best_state, best_f1, best_epoch = None, -1.0, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc="epochs", unit="ep", disable=not cfg.progress, leave=False)
+    state = _Progress()
+    identity = _run_identity(model, data, cfg)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = _restore(Path(checkpoint), identity, model, optimiser, schedule, shuffler)
+        if on_epoch:
+            for row in state.history:
+                on_epoch(row["epoch"], row)
+    started = time.perf_counter() - state.seconds
+    bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=progress_label, unit="ep", disable=not cfg.progress,
+               leave=False, position=progress_position, initial=state.epoch, total=cfg.epochs)  # fmt: skip
     for epoch in bar:
         model.train()
         order = torch.randperm(train.n, generator=shuffler)
@@ -128,24 +156,114 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
             losses.append(loss.item())
         val_f1 = multilabel_metrics(valid.labels, predict(model, valid, device), cfg.threshold)["micro_f1"]
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_micro_f1": val_f1}
-        history.append(row)
+        state.history.append(row)
+        state.epoch = epoch
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_f1=f"{val_f1:.4f}")
-        if val_f1 >= best_f1:  # ties go to the later epoch
-            best_f1, best_epoch = val_f1, epoch
-            best_state = copy.deepcopy(model.state_dict())
+        if val_f1 >= state.best_f1:  # ties go to the later epoch
+            state.best_f1, state.best_epoch = val_f1, epoch
+            state.best_weights = copy.deepcopy(model.state_dict())
         if on_epoch:
             on_epoch(epoch, row)  # may raise optuna.TrialPruned
+        if checkpoint is not None:
+            state.seconds = time.perf_counter() - started
+            _save(Path(checkpoint), identity, state, model, optimiser, schedule, shuffler)
+    bar.close()
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(state.best_weights)
     val_scores = predict(model, valid, device)
     thresholds = _thresholds(cfg, valid.labels, val_scores)
     val_metrics = multilabel_metrics(valid.labels, val_scores, thresholds)
     test = data.splits["test"]
     test_scores = predict(model, test, device)
     n_params = sum(p.numel() for p in model.parameters())
-    result = _result(history, best_epoch, val_metrics, test.labels, test_scores, thresholds, started, n_params)
+    result = _result(state.history, state.best_epoch, val_metrics, test.labels, test_scores, thresholds, started,
+                     n_params)  # fmt: skip
     result.latents = _latents(model, test, device)
+    result.resumed_from_epoch = state.restored_epoch
     return result
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Progress:
+    """Where a neural run stands: what a checkpoint keeps besides the model and optimiser."""
+
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    best_weights: dict | None = None
+    seconds: float = 0.0
+    restored_epoch: int = 0
+
+
+def _run_identity(model, data: MultimodalDataset, cfg: TrainConfig) -> str:
+    """What a checkpoint must match to be resumed: the model, its config, the data, the training
+    settings (a checkpoint of another configuration is never continued)."""
+    config = getattr(model, "config", None)
+    keyed = (type(model).__name__, repr(config), data.content_digest(), repr(replace(cfg, progress=False)))
+    return hashlib.sha1(repr(keyed).encode()).hexdigest()
+
+
+def _save(path: Path, identity: str, state: _Progress, model, optimiser, schedule, shuffler) -> None:
+    """Write the checkpoint atomically: a kill during the write leaves the previous one intact."""
+    payload = {
+        "identity": identity,
+        "epoch": state.epoch,
+        "history": state.history,
+        "best_f1": state.best_f1,
+        "best_epoch": state.best_epoch,
+        "best_weights": state.best_weights,
+        "seconds": state.seconds,
+        "model": model.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "schedule": schedule.state_dict(),
+        "rng": _rng_state(shuffler),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def _restore(path: Path, identity: str, model, optimiser, schedule, shuffler) -> _Progress:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("identity") != identity:
+        raise ValueError(f"checkpoint {path} belongs to another configuration (model, data or settings); "
+                         "delete it to start this run afresh")  # fmt: skip
+    model.load_state_dict(payload["model"])
+    optimiser.load_state_dict(payload["optimiser"])
+    schedule.load_state_dict(payload["schedule"])
+    _set_rng_state(payload["rng"], shuffler)
+    return _Progress(epoch=payload["epoch"], history=payload["history"], best_f1=payload["best_f1"],
+                     best_epoch=payload["best_epoch"], best_weights=payload["best_weights"],
+                     seconds=payload["seconds"], restored_epoch=payload["epoch"])  # fmt: skip
+
+
+def _rng_state(shuffler: torch.Generator) -> dict:
+    """Every generator a training step draws from, in forms ``torch.load(weights_only=True)`` reads."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "shuffler": shuffler.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "python": [version, list(python_state), python_gauss],
+    }
+
+
+def _set_rng_state(state: dict, shuffler: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    shuffler.set_state(state["shuffler"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, python_state, python_gauss = state["python"]
+    random.setstate((version, tuple(python_state), python_gauss))
 
 
 @torch.no_grad()

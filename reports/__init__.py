@@ -77,15 +77,24 @@ def _report_study(client, study: collect.StudyRuns, storage: str | None, out_dir
         for old in folder.glob(pattern):
             old.unlink()
     finished = study.finished
-    status = "ok" if len(finished) else ("no finished runs" if study.exists else "no runs (no such experiment)")
-    section = Section(study.name, status, study.config_hash, n_runs=len(study.runs), n_finished=len(finished))
+    missing = study.missing_seeds()
+    if not study.exists:
+        status = "no runs (no such experiment)"
+    elif finished.empty:
+        status = "no finished runs"
+    else:
+        status = "partial" if missing else "complete"
+    config = ", ".join(f"{d}: {h}" for d, h in study.config_hashes.items()) or None
+    section = Section(study.name, status, config, n_runs=len(study.runs), n_finished=len(finished))
     section.meta = _meta(study, finished)
     section.warnings = _warnings(study)
     section.expected_seeds = f"{', '.join(map(str, study.expected_seeds)) or 'none'} ({study.seeds_source})"
-    done = finished.groupby(["variant", "setting"])["seed"].apply(lambda s: sorted(int(x) for x in s)).to_dict()
-    for (variant, setting), seeds in study.missing_seeds().items():
-        section.missing[_unit(variant, setting)] = seeds
-        section.have[_unit(variant, setting)] = done.get((variant, setting), [])
+    several = len(study.config_hashes) > 1
+    done = finished.groupby(["dataset", "variant", "setting"])["seed"].apply(lambda s: sorted(int(x) for x in s))
+    for (dataset, variant, setting), seeds in missing.items():
+        unit = _unit(variant, setting) + (f" on {dataset}" if several else "")
+        section.missing[unit] = seeds
+        section.have[unit] = done.to_dict().get((dataset, variant, setting), [])
     section.failed = _failed(study)
     if finished.empty:
         return section, []
@@ -94,37 +103,59 @@ def _report_study(client, study: collect.StudyRuns, storage: str | None, out_dir
     paths = _tables(study, finished, folder, section)
     paths += _figures(client, study, finished, storage, folder, section)
     section.files = [f"{folder.name}/{p.name}" for p in paths if p.suffix != ".png"]
-    section.runs = finished[["variant", "setting", "seed", "run_id", "run_name", "test_micro_f1", "test_macro_f1"]]
+    columns = ["dataset", "variant", "setting", "seed", "run_id", "run_name", "test_micro_f1", "test_macro_f1"]
+    section.runs = finished[columns]
     if (section.runs["setting"] == DEFAULT_SETTING).all():
         section.runs = section.runs.drop(columns="setting")
+    if not several:
+        section.runs = section.runs.drop(columns="dataset")
     return section, paths
 
 
 def _meta(study: collect.StudyRuns, finished: pd.DataFrame) -> list[str]:
+    """Which data and configuration each reported number comes from."""
+    lines = []
     current = study.current
-    dataset = ", ".join(sorted(current["dataset"].dropna().unique())) or "unknown"
-    counts = current.groupby(["phase", "status"]).size()
-    described = "; ".join(f"{phase} {status}: {n}" for (phase, status), n in counts.items())
-    return [
-        f"Data set: {dataset}. Configuration (config_hash): {study.config_hash}. "
-        f"Runs of this configuration: {described or 'none'}. Reported: {len(finished)} finished repeat runs."
-    ]
+    for dataset, config in study.config_hashes.items():
+        runs = current[current["dataset"] == dataset]
+        first = runs.iloc[-1]
+        where = first.get("params.data.data_path")
+        options = {k.removeprefix("params.data.options."): v for k, v in first.items()
+                   if str(k).startswith("params.data.options.") and isinstance(v, str)}  # fmt: skip
+        counts = runs.groupby(["phase", "status"]).size()
+        described = "; ".join(f"{phase} {status}: {n}" for (phase, status), n in counts.items())
+        lines.append(
+            f"Data set {dataset}: loader {first.get('params.data.loader') or dataset}"
+            + (f", files {where}" if isinstance(where, str) and where != "None" else "")
+            + (f", options {options}" if options else "")
+            + f"; content fingerprint {first.get('data_fingerprint') or 'unknown'}. "
+            f"Configuration (config_hash) {config}. Runs of it: {described or 'none'}; "
+            f"reported: {int((finished['dataset'] == dataset).sum())} finished repeat runs."
+        )
+    versions = sorted(set(finished["code_version"].dropna())) if "code_version" in finished else []
+    if versions:
+        lines.append(f"Code version(s) of the reported runs: {', '.join(versions)}.")
+    return lines
 
 
 def _warnings(study: collect.StudyRuns) -> list[str]:
     notes = []
+    if study.quick:
+        notes.append("SMOKE TEST: these runs come from --quick (tiny data, 1 epoch by default); they are not results.")
     if study.older_hashes:
         listed = ", ".join(f"{h} ({n} runs)" for h, n in study.older_hashes.items())
         notes.append(f"Runs of other (older) configurations of this study are not reported: {listed}.")
     repeats = study.current[(study.current["phase"] == "repeat") & (study.current["status"] == "FINISHED")]
     duplicated = len(repeats) - len(study.finished)
     if duplicated:
-        notes.append(f"{duplicated} finished run(s) repeat a (variant, setting, seed) already run; the latest is used.")
+        notes.append(f"{duplicated} finished run(s) repeat a unit already run; the latest is used.")
+    if "code_version" in study.finished and study.finished["code_version"].nunique() > 1:
+        notes.append("The reported runs come from different code versions (see the runs table).")
     return notes
 
 
 def _failed(study: collect.StudyRuns) -> pd.DataFrame:
-    columns = ["variant", "setting", "seed", "phase", "config_hash", "run_id", "failure_reason"]
+    columns = ["dataset", "variant", "setting", "seed", "phase", "config_hash", "run_id", "failure_reason"]
     return study.failed[columns].reset_index(drop=True)
 
 

@@ -1,7 +1,5 @@
-"""Read a study's runs back from MLflow into pandas (the only source of every reported number).
+"""A study's runs as the report sees them, read from MLflow through ``harness.results``.
 
-One row per MLflow run: its id, name, status and start time, the tags the runner sets,
-every metric's latest value (``test_micro_f1`` ...) and every parameter as ``params.NAME``.
 Artifacts (per-epoch history, label order, latents) are fetched only where a plot needs them.
 """
 from __future__ import annotations
@@ -15,41 +13,42 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from harness.studies import DEFAULT_SETTING
+from harness import results
+from harness.results import experiment_names  # noqa: F401  (re-exported for reports.generate)
+from harness.studies import DEFAULT_SETTING, QUICK_SUFFIX
 
-TAGS = ("study", "variant", "dataset", "seed", "phase", "setting", "optuna_trial", "optuna_study", "config_hash",
-        "failure_reason")  # fmt: skip
-PAGE = 1000
 QUIET_DOWNLOADS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @dataclass
 class StudyRuns:
-    """Every run of one study's experiment, and which of them the report is about."""
+    """Every run of one study's experiment, and which of them the report is about: per data set,
+    the most recently started configuration (``config_hash``)."""
 
     name: str
-    runs: pd.DataFrame  # every run, all configurations and phases
-    config_hash: str | None  # the most recently started configuration: the one reported
+    runs: pd.DataFrame  # every repeat and tuning run, all configurations (summary runs left out)
+    config_hashes: dict = field(default_factory=dict)  # data set -> the configuration reported
     expected_variants: list[str] = field(default_factory=list)
     expected_settings: list[str] = field(default_factory=list)
     expected_seeds: list[int] = field(default_factory=list)
-    seeds_source: str = ""  # where the expected seeds come from (study file or runs seen)
+    seeds_source: str = ""  # where the expected seeds come from
     exists: bool = True  # False: no experiment of this name in the store
+    quick: bool = False  # a smoke test's experiment
+    description: str = ""
 
     @property
     def current(self) -> pd.DataFrame:
-        return self.runs[self.runs["config_hash"] == self.config_hash]
+        return self.runs[self.runs["config_hash"].isin(list(self.config_hashes.values()))]
 
     @property
     def finished(self) -> pd.DataFrame:
-        """FINISHED repeat runs of the reported configuration, one per (variant, setting, seed):
-        should a unit have been run twice, the later run counts."""
-        done = self.current[(self.current["phase"] == "repeat") & (self.current["status"] == "FINISHED")]
-        done = done.sort_values("start_time").drop_duplicates(["variant", "setting", "seed"], keep="last")
+        """FINISHED repeat runs of the reported configurations, one per unit, in study order."""
+        done = results.finished(self.runs, self.config_hashes.values())
         order = {v: i for i, v in enumerate(self.expected_variants)}
-        return done.assign(_v=done["variant"].map(order), _s=done["setting"].map(setting_sort_key)).sort_values(
-            ["_v", "_s", "seed"]
-        ).drop(columns=["_v", "_s"])
+        datasets = {d: i for i, d in enumerate(self.config_hashes)}
+        return done.assign(_d=done["dataset"].map(datasets), _v=done["variant"].map(order),
+                           _s=done["setting"].map(setting_sort_key)).sort_values(
+            ["_d", "_v", "_s", "seed"]).drop(columns=["_d", "_v", "_s"])  # fmt: skip
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -57,98 +56,62 @@ class StudyRuns:
 
     @property
     def older_hashes(self) -> dict[str, int]:
-        """Runs of earlier configurations of this study (not reported), by config hash."""
-        other = self.runs[self.runs["config_hash"] != self.config_hash]
+        """Runs of other configurations of this study (not reported), by config hash."""
+        other = self.runs[~self.runs["config_hash"].isin(list(self.config_hashes.values()))]
         return other.groupby("config_hash", dropna=False).size().to_dict()
 
     @property
     def tuning(self) -> pd.DataFrame:
         return self.current[self.current["phase"] == "tune"]
 
-    def missing_seeds(self) -> dict[tuple[str, str], list[int]]:
-        """Expected seeds with no finished run, per (variant, setting) that lacks any."""
-        done = self.finished.groupby(["variant", "setting"])["seed"].apply(set).to_dict()
+    def missing_seeds(self) -> dict[tuple[str, str, str], list[int]]:
+        """Expected seeds with no finished run, per (data set, variant, setting) that lacks any."""
+        done = self.finished.groupby(["dataset", "variant", "setting"])["seed"].apply(set).to_dict()
         missing = {}
-        for variant in self.expected_variants:
-            for setting in self.expected_settings:
-                lacking = [s for s in self.expected_seeds if s not in done.get((variant, setting), set())]
-                if lacking:
-                    missing[(variant, setting)] = lacking
+        for dataset in self.config_hashes:
+            for variant in self.expected_variants:
+                for setting in self.expected_settings:
+                    lacking = [s for s in self.expected_seeds if s not in done.get((dataset, variant, setting), set())]
+                    if lacking:
+                        missing[(dataset, variant, setting)] = lacking
         return missing
-
-
-def experiment_names(client: MlflowClient) -> list[str]:
-    """Every live experiment in the store, except an empty MLflow 'Default'."""
-    names, token = [], None
-    while True:
-        page = client.search_experiments(max_results=PAGE, page_token=token)
-        for experiment in page:
-            if experiment.name == "Default" and not _search(client, experiment.experiment_id, max_results=1):
-                continue
-            names.append(experiment.name)
-        token = page.token
-        if not token:
-            return sorted(names)
 
 
 def load_study(client: MlflowClient, name: str) -> StudyRuns:
     """The runs of the experiment ``name`` (an empty table when there is no such experiment)."""
     experiment = client.get_experiment_by_name(name)
-    runs = _runs_table(_search(client, experiment.experiment_id)) if experiment else _runs_table([])
-    config_hash = runs.sort_values("start_time")["config_hash"].iloc[-1] if len(runs) else None
-    study = StudyRuns(name, runs, config_hash, exists=experiment is not None)
-    _set_expectations(study)
+    table = results.runs(client, name)
+    table = table[table["phase"] != "summary"]
+    latest = table.sort_values("start_time").drop_duplicates("dataset", keep="last")
+    config_hashes = dict(zip(latest["dataset"], latest["config_hash"])) if len(table) else {}
+    tags = experiment.tags if experiment is not None else {}
+    study = StudyRuns(name, table, config_hashes, exists=experiment is not None,
+                      quick=tags.get("quick") == "true" or name.endswith(QUICK_SUFFIX),
+                      description=tags.get("mlflow.note.content", ""))  # fmt: skip
+    _set_expectations(study, tags)
     return study
 
 
-def _search(client: MlflowClient, experiment_id: str, max_results: int | None = None) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], max_results=max_results or PAGE, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token or max_results:
-            return runs
-
-
-def _runs_table(runs: list) -> pd.DataFrame:
-    rows = []
-    for run in runs:
-        tags = run.data.tags
-        row = {
-            "run_id": run.info.run_id,
-            "run_name": run.info.run_name,
-            "status": run.info.status,
-            "start_time": run.info.start_time,
-            **{tag: tags.get(tag) for tag in TAGS},
-            **run.data.metrics,
-            **{f"params.{k}": v for k, v in run.data.params.items()},
-        }
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=None if rows else ["run_id", "run_name", "status", "start_time", *TAGS])
-    table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
-    table["setting"] = table["setting"].fillna(DEFAULT_SETTING)
-    return table
-
-
-def _set_expectations(study: StudyRuns) -> None:
-    """Expected variants, settings and seeds: the study file's (when one has this name) together
-    with whatever the reported configuration's repeat runs show."""
+def _set_expectations(study: StudyRuns, tags: dict) -> None:
+    """Expected variants, settings and seeds: those the last command on the experiment planned
+    (experiment tags), else the study file's, together with whatever the runs show."""
     repeats = study.current[study.current["phase"] == "repeat"].sort_values("start_time")
     seen_variants = list(dict.fromkeys(repeats["variant"].dropna()))
     seen_settings = set(repeats["setting"].dropna()) | {DEFAULT_SETTING}
     seen_seeds = sorted(int(s) for s in repeats["seed"].dropna().unique())
-    spec = _study_file(study.name)
-    if spec is not None:
-        study.expected_variants = list(dict.fromkeys([*spec.variants, *seen_variants]))
-        study.expected_settings = sorted(seen_settings | set(spec.settings()), key=setting_sort_key)
-        study.expected_seeds = list(spec.seeds)
-        study.seeds_source = f"study file {Path(spec.source).name}"
+    spec = _study_file(tags.get("study") or study.name.removesuffix(QUICK_SUFFIX))
+    planned_variants = [v for v in tags.get("planned_variants", "").split() if v]
+    planned_seeds = [int(s) for s in tags.get("planned_seeds", "").split() if s.isdigit()]
+    file_variants = list(spec.variants) if spec is not None else []
+    study.expected_variants = list(dict.fromkeys([*(planned_variants or file_variants), *seen_variants]))
+    settings = set(spec.settings()) if spec is not None else set()
+    study.expected_settings = sorted(seen_settings | settings, key=setting_sort_key)
+    if planned_seeds:
+        study.expected_seeds, study.seeds_source = planned_seeds, "the seeds of the last command on this study"
+    elif spec is not None:
+        study.expected_seeds, study.seeds_source = list(spec.seeds), f"study file {Path(spec.source).name}"
     else:
-        study.expected_variants = seen_variants
-        study.expected_settings = sorted(seen_settings, key=setting_sort_key)
-        study.expected_seeds = seen_seeds
-        study.seeds_source = "no study file of this name: the seeds seen in its runs"
+        study.expected_seeds, study.seeds_source = seen_seeds, "the seeds seen in its runs (no study file)"
 
 
 def _study_file(name: str):

@@ -31,7 +31,7 @@ class Section:
     """What the page shows for one study (built by ``reports.generate``)."""
 
     name: str
-    status: str  # "ok", "no finished runs", "no runs (no such experiment)"
+    status: str  # "complete", "partial" (expected runs missing), "no finished runs", "no runs (no such experiment)"
     config_hash: str | None = None
     n_runs: int = 0  # every run of the experiment
     n_finished: int = 0  # the finished repeat runs reported
@@ -70,7 +70,7 @@ def _section(s: Section) -> str:
     parts = [f'<h2 id="{s.anchor}">{escape(s.name)}</h2>']
     parts += [f"<p class='note'>{escape(m)}</p>" for m in s.meta]
     parts += [f"<p class='warn'>{escape(w)}</p>" for w in s.warnings]
-    if s.status != "ok":
+    if s.status not in ("complete", "partial"):
         parts.append(f"<p><b>{escape(s.status.capitalize())}.</b></p>")
     if s.results_html:
         parts += ["<h3>Results</h3>", s.results_html]
@@ -97,7 +97,7 @@ def _section(s: Section) -> str:
 def _missing(s: Section) -> str:
     head = f"<p class='note'>Expected seeds: {escape(s.expected_seeds)}.</p>"
     if not s.missing:
-        return head + "<p>Every expected run has finished.</p>" if s.status == "ok" else head
+        return head + "<p>Every expected run has finished.</p>" if s.status == "complete" else head
     items = "".join(
         f"<li>{escape(unit)}: missing seeds {_seeds(seeds)}; has {_seeds(s.have.get(unit, []))}</li>"
         for unit, seeds in s.missing.items()

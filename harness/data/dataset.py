@@ -7,6 +7,7 @@ reads only this form.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +79,25 @@ class MultimodalDataset:
         first = self.splits["train"]
         dims = {m: tuple(int(s) for s in first.features[m].shape[1:]) for m in self.modalities}
         return DataSpec(modalities=dims, labels=tuple(self.label_names), aligned=self.aligned)
+
+    def content_digest(self) -> str:
+        """A hash of everything a model could read: names, every split's features, masks and labels.
+
+        Two loads give the same digest exactly when they hold the same values in the same order,
+        so it identifies the data behind a result (one changed label changes it). BLAKE2b reads
+        about 1 GB/s: a fraction of a second for the default data, seconds for full CMU-MOSEI."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((self.modalities, self.label_names, self.aligned)).encode())
+        for split_name in SPLITS:
+            split = self.splits[split_name]
+            for array in (
+                *(split.features[m] for m in self.modalities),
+                *(split.masks[m] for m in self.modalities),
+                split.labels,
+            ):
+                h.update(f"{split_name}{array.dtype.str}{array.shape}".encode())
+                h.update(np.ascontiguousarray(array).data)
+        return h.hexdigest()
 
     def summary(self) -> dict:
         """Plain-data summary, the form printed by ``invoke data --json``."""
