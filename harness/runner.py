@@ -95,7 +95,7 @@ def run(study: Study, options: RunOptions) -> Outcome:
     """Run (or resume) ``study``. A bad study, option, device or store raises StudyError or
     StorageError before anything is created; a failing unit fails alone."""
     quiet_libraries(options.verbose)
-    plan = _plan(study, options)
+    plan = make_plan(study, options)
     open_optuna_storage(options.storage)  # checked before MLflow is touched
     tracking_uri = prepare_tracking(options.tracking_uri)
     client = tracking.client_for(tracking_uri)
@@ -186,7 +186,9 @@ class Plan:
         return out
 
 
-def _plan(study: Study, options: RunOptions) -> Plan:
+def make_plan(study: Study, options: RunOptions) -> Plan:
+    """The units of ``study`` under its current configuration: loads and fingerprints every data
+    set and builds every variant once, so a bad option fails here, before any store is touched."""
     if options.workers < 1:
         raise StudyError(f"--workers must be >= 1, got {options.workers}")
     try:  # a device this machine lacks would otherwise fail every run, one by one

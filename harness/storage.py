@@ -17,6 +17,7 @@ import base64
 import sqlite3
 import urllib.error
 import urllib.request
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -59,7 +60,8 @@ def open_optuna_storage(url: str | None, on_stale=None) -> optuna.storages.BaseS
     try:
         if scheme in RDB_SCHEMES:
             rdb_url = with_shipped_driver(url)
-            with _schema_lock(rdb_url):  # the first to open a fresh database creates Optuna's tables
+            with _schema_lock(rdb_url), warnings.catch_warnings():  # the first to open a fresh database creates Optuna's tables
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
                 return optuna.storages.RDBStorage(
                     rdb_url,
                     engine_kwargs=_engine_kwargs(scheme),

@@ -36,7 +36,8 @@ def generate(
 ) -> dict:
     """Write the report of ``studies`` (None: every experiment in the store) under ``out_dir``.
 
-    Returns per study: status, config_hash, n_runs (all runs of its experiment), n_finished
+    Returns per study: status, config_hashes ({data set: config_hash reported}), n_runs (all runs
+    of its experiment), n_finished
     (reported repeat runs), n_failed, missing ({"variant" or "variant (setting)": [seeds]}) and
     the paths written."""
     tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
@@ -47,11 +48,12 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, summary = [], {}
     for name in names:
-        section, paths = _report_study(client, collect.load_study(client, name), storage, out_dir)
+        study = collect.load_study(client, name)
+        section, paths = _report_study(client, study, storage, out_dir)
         sections.append(section)
         summary[name] = {
             "status": section.status,
-            "config_hash": section.config_hash,
+            "config_hashes": dict(study.config_hashes),
             "n_runs": section.n_runs,
             "n_finished": section.n_finished,
             "n_failed": 0 if section.failed is None else len(section.failed),

@@ -1,141 +1,69 @@
-"""The runner's work queue: stale trials of dead workers are failed (and their MLflow runs), a
-unit queued twice runs once, the same seeds give the same runs, and a finished study is not redone."""
-import subprocess
+"""The study runner through its public surface (``runner.run`` and the work queue): a unit queued
+twice runs once, failed units are retried and finished ones are not, the tracking store is the
+one source of results, the same seeds give the same runs, and a silent worker's unit is taken over."""
 import time
+from dataclasses import asdict
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
-from harness import runner, studies, tracking
-from harness.storage import open_optuna_storage, prepare_tracking
+from harness import results, runner, studies, tracking, workqueue
+from harness.storage import open_optuna_storage
+from harness.workqueue import WorkQueue
+from study_runs import mlflow_runs
 
 TINY = {"dataset": "synthetic", "dataset_options": {"size": "tiny", "seq_len": 8}}
 
 
-@pytest.fixture
-def stores(tmp_path):
-    """(journal path, sqlite tracking URI) of a fresh pair of stores."""
-    return str(tmp_path / "optuna.journal"), prepare_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def _study(name="queue", variants=("carat",), seeds=(1,), **fields):
+    return studies.from_dict({"name": name, "variants": list(variants), "seeds": list(seeds), "epochs": 1, **TINY,
+                              **fields})  # fmt: skip
 
 
-def _plan(storage: str, tracking_uri: str, name="queue", variants=("carat",), seeds=(1,)):
-    study = studies.from_dict({"name": name, "variants": list(variants), "seeds": list(seeds), "epochs": 1, **TINY})
-    client = tracking.client_for(tracking_uri)
-    experiment_id = tracking.ensure_experiment(client, tracking_uri, study.name)
-    options = runner.RunOptions(storage=storage, tracking_uri=tracking_uri)
-    plan = runner._Plan(study, options, tracking_uri, experiment_id)
-    return plan, client
+def _options(tmp_path, tracking_db="mlflow.db", storage=None, **more):
+    return runner.RunOptions(storage=storage or str(tmp_path / "optuna.journal"),
+                             tracking_uri=f"sqlite:///{tmp_path / tracking_db}", progress=False,
+                             checkpoint_dir=str(tmp_path / "checkpoints"), **more)  # fmt: skip
 
 
-def _claimed_trial_with_run(plan, client, storage, record_id=True):
-    """Queue the plan's units, claim the first as this process and give it an MLflow run tagged
-    as the runner tags it, as a worker does just before training."""
-    runner._enqueue_missing(storage, plan)
-    repeat = optuna.load_study(study_name=plan.repeat_name, storage=storage)
-    trial = runner._claim(repeat)
-    tags = {"phase": "repeat", "optuna_study": plan.repeat_name, "optuna_trial": trial.number}
-    run = tracking.TrackedRun(client, plan.experiment_id, "r", tags)
-    if record_id:
-        storage.set_trial_user_attr(trial._trial_id, "mlflow_run_id", run.run_id)
-    return repeat, trial, run.run_id
+def _repeat_queue(options, study) -> WorkQueue:
+    return WorkQueue(open_optuna_storage(options.storage), f"{study.experiment}.repeat")
 
 
-def _dead_pid() -> int:
-    child = subprocess.Popen(["true"])
-    child.wait()  # reaped: the pid belongs to no process now
-    return child.pid
+def _finished(options, study):
+    return results.finished(results.runs(tracking.client_for(options.tracking_uri), study.experiment))
 
 
-def _state(study, trial):
-    return study.get_trials(deepcopy=False)[trial.number]
-
-
-@pytest.mark.parametrize(
-    "died",
-    [
-        "training",
-        "before_recording_the_run_id",  # right after creating the run
-        "after_finishing_the_run",  # run ended FINISHED, killed before the trial's COMPLETE
-    ],
-)
-def test_trial_of_a_dead_worker_on_this_host_is_failed_at_once_with_its_run(stores, died):
-    storage_url, tracking_uri = stores
-    plan, client = _plan(storage_url, tracking_uri)
-    storage = open_optuna_storage(storage_url)
-    recorded = died != "before_recording_the_run_id"
-    repeat, trial, run_id = _claimed_trial_with_run(plan, client, storage, record_id=recorded)
-    if died == "after_finishing_the_run":
-        client.set_terminated(run_id, "FINISHED")
-
-    runner._fail_stale(storage, plan, client)  # its worker (this process) is alive: left alone
-    assert _state(repeat, trial).state == TrialState.RUNNING
-    assert client.get_run(run_id).info.status == ("FINISHED" if died == "after_finishing_the_run" else "RUNNING")
-
-    storage.set_trial_user_attr(trial._trial_id, "worker_pid", _dead_pid())
-    runner._fail_stale(storage, plan, client)
-    failed = _state(repeat, trial)
-    assert failed.state == TrialState.FAIL
-    assert "died while running this trial" in failed.user_attrs["fail_reason"]
-    run = client.get_run(run_id)
-    assert run.info.status == "FAILED" and "died" in run.data.tags["failure_reason"]
-
-
-def test_trial_of_a_silent_worker_on_another_host_is_failed_only_after_the_timeout(stores):
-    storage_url, tracking_uri = stores
-    plan, client = _plan(storage_url, tracking_uri)
-    storage = open_optuna_storage(storage_url)
-    repeat, trial, run_id = _claimed_trial_with_run(plan, client, storage)
-    storage.set_trial_user_attr(trial._trial_id, "worker_host", "elsewhere.invalid")
-
-    storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time() - runner.STALE_AFTER_SECONDS + 60)
-    runner._fail_stale(storage, plan, client)  # silent for less than the timeout: maybe just busy
-    assert _state(repeat, trial).state == TrialState.RUNNING
-
-    storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time() - runner.STALE_AFTER_SECONDS - 1)
-    runner._fail_stale(storage, plan, client)
-    failed = _state(repeat, trial)
-    assert failed.state == TrialState.FAIL
-    assert "no heartbeat from worker elsewhere.invalid" in failed.user_attrs["fail_reason"]
-    assert client.get_run(run_id).info.status == "FAILED"
-
-
-def test_failed_units_are_queued_again_but_finished_ones_are_not(stores):
-    storage_url, tracking_uri = stores
-    plan, client = _plan(storage_url, tracking_uri, seeds=(1, 2))
-    storage = open_optuna_storage(storage_url)
-    runner._enqueue_missing(storage, plan)
-    runner._enqueue_missing(storage, plan)  # nothing new: both units are already waiting
-    repeat = optuna.load_study(study_name=plan.repeat_name, storage=storage)
-    assert [t.state for t in repeat.get_trials()] == [TrialState.WAITING] * 2
-
-    first, second = runner._claim(repeat), runner._claim(repeat)
-    repeat.tell(first, 0.5)
-    repeat.tell(second, state=TrialState.FAIL)
-    runner._enqueue_missing(storage, plan)
-    trials = repeat.get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
-    assert trials[2].user_attrs["seed"] == trials[1].user_attrs["seed"]  # the failed unit, again
-
-
-def test_a_unit_queued_twice_runs_once(stores):
+def test_a_unit_queued_twice_runs_once(tmp_path):
     # Two machines enqueueing at the same moment both see the unit missing and both queue it.
-    storage_url, tracking_uri = stores
-    plan, _ = _plan(storage_url, tracking_uri)
-    storage = open_optuna_storage(storage_url)
-    runner._open_study(storage, plan.repeat_name, plan, worker=0)
-    repeat = optuna.load_study(study_name=plan.repeat_name, storage=storage)
+    study, options = _study(), _options(tmp_path)
+    plan = runner.make_plan(study, options)  # the units as the runner plans them
+    unit = plan.repeat_units()[0]
+    queue = _repeat_queue(options, study)
     for _ in range(2):
-        repeat.enqueue_trial({}, user_attrs=plan.repeat_units()[0])
+        queue.enqueue(asdict(unit))
+    outcome = runner.run(study, options)
+    assert outcome.ok and outcome.ran == 1
+    first, second = queue.trials()
+    assert first.state == TrialState.COMPLETE
+    assert second.state == TrialState.FAIL and second.user_attrs["fail_reason"].startswith("duplicate")
+    assert len(_finished(options, study)) == 1
 
-    later = repeat.get_trials(deepcopy=False)[1]
-    assert storage.set_trial_state_values(later._trial_id, state=TrialState.RUNNING)  # claimed first, by chance
-    assert runner._is_duplicate(repeat, optuna.Trial(repeat, later._trial_id))
-    first = runner._claim(repeat)
-    assert first.number == 0 and not runner._is_duplicate(repeat, first)
-    states = [(t.state, t.user_attrs.get("fail_reason")) for t in repeat.get_trials()]
-    assert states == [(TrialState.RUNNING, None), (TrialState.FAIL, "duplicate of trial 0")]
-    assert runner._claim(repeat) is None  # the queue is empty: nothing new is created
+
+def test_failed_units_are_retried_and_finished_ones_are_not(tmp_path):
+    # A learning rate of 1e30 blows late_fusion up after its first update: that unit fails alone.
+    study = _study(variants=("carat", "late_fusion"), variant_overrides={"late_fusion": {"lr": 1.0e30, "batch_size": 8}})
+    options = _options(tmp_path)
+    outcome = runner.run(study, options)
+    assert [u["variant"] for u in outcome.finished] == ["carat"]
+    assert [u["variant"] for u in outcome.failed] == ["late_fusion"]
+    assert "NonFiniteLossError" in outcome.failed[0]["reason"]
+
+    again = runner.run(study, options)  # retried (fails again), carat not re-run
+    assert again.ran == 0 and [u["variant"] for u in again.failed] == ["late_fusion"]
+    trials = _repeat_queue(options, study).trials()
+    assert sorted((t.user_attrs["variant"], t.state.name) for t in trials) == [
+        ("carat", "COMPLETE"), ("late_fusion", "FAIL"), ("late_fusion", "FAIL")]  # fmt: skip
 
 
 def _history(client, run) -> list[float]:
@@ -143,73 +71,93 @@ def _history(client, run) -> list[float]:
 
 
 def test_same_seeds_in_fresh_stores_give_identical_runs_and_a_rerun_trains_nothing(tmp_path):
-    study = studies.from_dict({"name": "det", "variants": ["carat"], "seeds": [1, 2], "epochs": 2, **TINY})
-    from study_runs import mlflow_runs
-
-    results = []
+    study = _study(name="det", seeds=(1, 2), epochs=2)
+    found = []
     for attempt in ("a", "b"):
-        options = runner.RunOptions(
-            storage=str(tmp_path / attempt / "optuna.journal"),
-            tracking_uri=f"sqlite:///{tmp_path / attempt / 'mlflow.db'}",
-            progress=False,
-        )
+        (tmp_path / attempt).mkdir()
+        options = _options(tmp_path / attempt)
         assert runner.run(study, options).ok
         client = tracking.client_for(options.tracking_uri)
-        runs = {int(r.data.tags["seed"]): r for r in mlflow_runs(options.tracking_uri, "det")}
-        results.append(
-            {
-                seed: ({k: v for k, v in r.data.metrics.items() if k.startswith("test_")}, _history(client, r))
-                for seed, r in runs.items()
-            }
-        )
-    assert sorted(results[0]) == [1, 2]
+        repeats = [r for r in mlflow_runs(options.tracking_uri, "det") if r.data.tags["phase"] == "repeat"]
+        found.append({
+            int(r.data.tags["seed"]): ({k: v for k, v in r.data.metrics.items() if k.startswith("test_")},
+                                       _history(client, r))
+            for r in repeats
+        })  # fmt: skip
+    assert sorted(found[0]) == [1, 2]
     for seed in (1, 2):
-        metrics, losses = results[0][seed]
+        metrics, losses = found[0][seed]
         assert len(metrics) >= 10 and len(losses) == 2
-        assert results[1][seed] == (metrics, losses)  # bit-identical, not approximately equal
-    assert results[0][1][1] != results[0][2][1]  # the seed matters, so the comparison above could fail
+        assert found[1][seed] == (metrics, losses)  # bit-identical, not approximately equal
+    assert found[0][1][1] != found[0][2][1]  # the seed matters, so the comparison above could fail
 
     # Running the finished study again (store "b") trains and logs nothing new.
-    before = {r.info.run_id for r in mlflow_runs(options.tracking_uri, "det")}
+    before = {r.info.run_id for r in mlflow_runs(options.tracking_uri, "det") if r.data.tags["phase"] == "repeat"}
     outcome = runner.run(study, options)
-    assert outcome.ok and len(outcome.finished) == 2
-    assert {r.info.run_id for r in mlflow_runs(options.tracking_uri, "det")} == before
-    assert runner.count_by_state(options.storage, runner._Plan(study, options, "", "").repeat_name) == {"COMPLETE": 2}
+    assert outcome.ok and outcome.ran == 0 and len(outcome.finished) == 2
+    after = {r.info.run_id for r in mlflow_runs(options.tracking_uri, "det") if r.data.tags["phase"] == "repeat"}
+    assert after == before
 
 
-def test_a_worker_waits_for_units_running_elsewhere_and_takes_over_a_silent_one(stores):
-    storage_url, tracking_uri = stores
-    plan, client = _plan(storage_url, tracking_uri, name="takeover", seeds=(1, 2))
-    storage = open_optuna_storage(storage_url)
-    repeat, trial, run_id = _claimed_trial_with_run(plan, client, storage)  # seed 1, "on another machine"
-    storage.set_trial_user_attr(trial._trial_id, "worker_host", "elsewhere.invalid")
-    # Silent for a while already: stale a few seconds into the run below, not at its start.
-    storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time() - runner.STALE_AFTER_SECONDS + 3)
+def test_a_fresh_tracking_store_gets_every_run_again_from_the_same_optuna_storage(tmp_path):
+    study = _study(name="fresh", seeds=(1, 2))
+    first = runner.run(study, _options(tmp_path, "old.db"))
+    assert first.ok and first.ran == 2
+    options = _options(tmp_path, "new.db")  # same Optuna journal, empty tracking store
+    second = runner.run(study, options)
+    assert second.ok and second.ran == 2  # the tracking store lacked the runs: they ran again
+    assert second.tracking_uri == options.tracking_uri
+    assert sorted(_finished(options, study)["seed"]) == [1, 2]  # and they are where the command says
 
-    outcome = runner.run(plan.study, runner.RunOptions(storage=storage_url, tracking_uri=tracking_uri, progress=False))
+
+def test_the_summary_and_the_summary_runs_come_from_mlflow(tmp_path):
+    study, options = _study(name="summ", variants=("carat", "br"), seeds=(1, 2)), _options(tmp_path)
+    outcome = runner.run(study, options)
+    finished = _finished(options, study)
+    for unit in outcome.finished:
+        row = finished[(finished["variant"] == unit["variant"]) & (finished["seed"] == unit["seed"])]
+        assert unit["test_micro_f1"] == row["test_micro_f1"].item() and unit["run_id"] == row["run_id"].item()
+    client = tracking.client_for(options.tracking_uri)
+    summaries = client.search_runs([client.get_experiment_by_name("summ").experiment_id], "tags.phase = 'summary'")
+    by_variant = {r.data.tags["variant"]: r for r in summaries}
+    assert sorted(by_variant) == ["br", "carat"]
+    for variant, summary in by_variant.items():
+        seeds = finished[finished["variant"] == variant]["test_micro_f1"]
+        assert summary.data.metrics["test_micro_f1_mean"] == pytest.approx(seeds.mean())
+        assert summary.data.metrics["n_seeds"] == 2 and summary.info.run_name == f"{variant} / default / mean"
+    runner.run(study.with_options(seeds=3), options)  # a third seed: the summary runs follow, none added
+    summaries = client.search_runs([client.get_experiment_by_name("summ").experiment_id], "tags.phase = 'summary'")
+    assert len(summaries) == 2 and all(r.data.metrics["n_seeds"] == 3 for r in summaries)
+
+
+def test_a_worker_waits_for_a_unit_running_elsewhere_and_takes_it_over_when_it_goes_silent(tmp_path, monkeypatch):
+    monkeypatch.setattr(workqueue, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(workqueue, "STALE_AFTER_SECONDS", 4)
+    study = _study(name="takeover", seeds=(1, 2))
+    options = _options(tmp_path, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    plan = runner.make_plan(study, options)
+    queue = _repeat_queue(options, study)
+    queue.enqueue(asdict(plan.repeat_units()[0]))
+    claim = queue.claim()  # seed 1, "on another machine" that beats once, then dies
+    claim.set_attr("worker_host", "elsewhere.invalid")
+    with claim.alive():
+        time.sleep(0.5)
+
+    outcome = runner.run(study, options)
     assert outcome.ok and sorted(u["seed"] for u in outcome.finished) == [1, 2]  # no re-run needed
-    trials = repeat.get_trials()
-    assert trials[trial.number].state == TrialState.FAIL
-    assert "no heartbeat" in trials[trial.number].user_attrs["fail_reason"]
-    assert client.get_run(run_id).info.status == "FAILED"
-    assert sorted(t.user_attrs["seed"] for t in trials if t.state == TrialState.COMPLETE) == [1, 2]
+    states = sorted((t.user_attrs["seed"], t.state.name) for t in queue.trials())
+    assert states == [(1, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
 
 
-
-def test_tuning_trials_queued_beyond_the_budget_by_machines_starting_together_are_not_run(stores):
-    storage_url, tracking_uri = stores
-    study = studies.from_dict({
-        "name": "budget", "variants": ["carat"], "seeds": [1], "epochs": 1, "trials": 2,
-        "search_space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, **TINY,
-    })  # fmt: skip
-    plan = runner._Plan(study, runner.RunOptions(storage=storage_url, tracking_uri=tracking_uri), tracking_uri, "0")
-    storage = open_optuna_storage(storage_url)
-    runner._enqueue_missing(storage, plan)
-    tune = optuna.load_study(study_name=plan.tune_name("carat"), storage=storage)
-    for _ in range(2):  # a second machine saw an empty queue at the same moment and queued its own
-        tune.enqueue_trial({}, user_attrs=tune.get_trials()[0].user_attrs)
-
-    verdicts = [runner._beyond_budget(runner._claim(tune), study.trials) for _ in range(4)]
-    assert verdicts == [False, False, True, True]
-    reasons = [t.user_attrs.get("fail_reason") for t in tune.get_trials()]
-    assert reasons == [None, None, "beyond the tuning budget of 2", "beyond the tuning budget of 2"]
+def test_tuning_trials_queued_beyond_the_budget_are_not_run(tmp_path):
+    study = _study(name="budget", trials=2, search_space={"lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    options = _options(tmp_path, tune_only=True)
+    plan = runner.make_plan(study, options)
+    name = plan.tune_queue_names()[("carat", "synthetic")]
+    tune = WorkQueue(open_optuna_storage(options.storage), name)
+    unit = asdict(runner.Unit("tune", "carat", "synthetic", "default", 1, plan.config_hashes["synthetic"]))
+    for _ in range(4):  # two machines saw an empty queue at the same moment and both queued the budget
+        tune.enqueue(unit)
+    runner.run(study, options)
+    reasons = sorted(str(t.user_attrs.get("fail_reason")) for t in tune.trials())
+    assert reasons == ["None", "None", "beyond the tuning budget of 2", "beyond the tuning budget of 2"]

@@ -76,13 +76,27 @@ def test_yaml_scientific_notation_is_read_as_a_number(tmp_path):
 def test_options_override_the_file_and_quick_shrinks_the_work():
     study = studies.load("sensitivity")
     quick = study.with_options(quick=True)
-    assert quick.epochs == 1 and quick.dataset_options["size"] == "tiny"
+    assert quick.epochs == 1 and quick.datasets[0].options["size"] == "tiny"
     assert len(quick.seeds) == 2 and all(len(v) <= 2 for v in quick.sweep.values())
     assert study.with_options(seeds=1).seeds == study.seeds[:1]
-    with pytest.raises(StudyError, match="--seeds must be between 1 and 3"):
-        study.with_options(seeds=9)
+    with pytest.raises(StudyError, match="--seeds must be >= 1"):
+        study.with_options(seeds=0)
     with pytest.raises(StudyError, match="--epochs must be >= 1"):
         study.with_options(epochs=0)
+
+
+def test_explicit_options_win_over_quick_and_quick_has_its_own_experiment():
+    study = studies.load("no_shuffle")
+    quick = study.with_options(quick=True, seeds=3, epochs=2)
+    assert quick.seeds == (1, 2, 3) and quick.epochs == 2
+    assert quick.experiment == "no_shuffle.quick" and study.experiment == "no_shuffle"
+
+
+def test_seeds_beyond_the_study_file_extend_it_deterministically():
+    study = studies.load("no_shuffle")  # seeds 1..5
+    assert study.with_options(seeds=7).seeds == (1, 2, 3, 4, 5, 6, 7)
+    gappy = studies.from_dict({"name": "g", "variants": ["carat"], "seeds": [3, 10]})
+    assert gappy.with_options(seeds=4).seeds == (3, 10, 11, 12)
 
 
 def test_fingerprint_ignores_seeds_and_budget_but_not_results_relevant_fields():
@@ -90,6 +104,51 @@ def test_fingerprint_ignores_seeds_and_budget_but_not_results_relevant_fields():
     assert study.fingerprint() == study.with_options(seeds=2, trials=5).fingerprint()
     assert study.fingerprint() != study.with_options(epochs=3).fingerprint()
     assert study.fingerprint() != study.with_options(quick=True).fingerprint()
+
+
+def test_the_data_is_part_of_a_configuration():
+    study = studies.load("no_shuffle")
+    name = study.datasets[0].name
+    assert study.config_hash(name, "aaaa") == study.config_hash(name, "aaaa")
+    assert study.config_hash(name, "aaaa") != study.config_hash(name, "bbbb")  # changed content
+    other = study.with_options(quick=True)  # tiny data: other loader options
+    assert other.config_hash(name, "aaaa") != study.config_hash(name, "aaaa")
+
+
+def test_a_study_may_name_several_data_sets(tmp_path):
+    path = _write(tmp_path, datasets=[
+        {"name": "synthetic", "options": {"size": "tiny"}},
+        {"name": "synthetic", "label": "unaligned", "options": {"size": "tiny", "aligned": False}},
+        {"name": "npz", "data_path": "data/my.npz"},
+    ])  # fmt: skip
+    study = studies.load(path)
+    assert [d.name for d in study.datasets] == ["synthetic", "unaligned", "npz"]
+    assert study.datasets[2].data_path == str(tmp_path / "data" / "my.npz")  # relative to the study file
+    assert study.with_options(dataset="unaligned").datasets == (study.datasets[1],)
+    assert study.with_options(dataset="emotions").datasets[0].loader == "emotions"  # a loader instead
+    with pytest.raises(StudyError, match="--data-path needs --dataset"):
+        study.with_options(data_path="x.npz")
+    with pytest.raises(StudyError, match="--dataset: 'nope' is neither"):
+        study.with_options(dataset="nope")
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"dataset_options": {"colour": 1}}, r"field 'dataset_options': unknown option\(s\) \['colour'\] for data set "
+                                            r"'synthetic'; valid: size"),
+        ({"datasets": [{"name": "emotions", "options": {"k": 1}}]}, r"field 'datasets\[0\]\.options': unknown option"),
+        ({"datasets": [{"name": "nope"}]}, r"field 'datasets\[0\]': unknown data set 'nope'; valid: synthetic"),
+        ({"datasets": ["synthetic", "synthetic"]}, r"data set names must be unique"),
+        ({"datasets": [{"nme": "synthetic"}]}, r"unknown key\(s\) \['nme'\]"),
+        ({"datasets": [], "dataset": "emotions"}, r"give either 'datasets'"),
+    ],
+)
+def test_bad_data_set_entries_are_refused_naming_file_and_field(tmp_path, fields, expected):
+    path = _write(tmp_path, **fields)
+    with pytest.raises(StudyError, match=expected) as info:
+        studies.load(path)
+    assert str(path) in str(info.value)
 
 
 def test_sweep_settings_and_params():

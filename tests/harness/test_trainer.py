@@ -99,3 +99,49 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match="CUDA is not available"):
         trainer.resolve_device("cuda")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_run_resumed_from_its_checkpoint_ends_bit_identical(tmp_path):
+    """CARAT (dropout, shuffles, queue, prototypes: every kind of state) interrupted during epoch 2
+    of 3 and resumed from its checkpoint ends exactly like an uninterrupted run."""
+    import models
+    from harness.data import load
+
+    data = load("synthetic", size="tiny", seq_len=8)
+    cfg = TrainConfig.from_preset("small", epochs=3, batch_size=16, progress=False, seed=3)
+
+    def fresh():
+        trainer.seed_everything(3)
+        return models.create("carat", data.spec, preset="small", hidden_size=16, latent_size=4, queue_size=4096)
+
+    whole = trainer.fit(fresh(), data, cfg)
+
+    checkpoint = tmp_path / "unit.pt"
+
+    def stop_in_epoch_2(epoch, row):
+        if epoch == 2:  # epoch 2 trained, its checkpoint not yet written: as if killed during it
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        trainer.fit(fresh(), data, cfg, on_epoch=stop_in_epoch_2, checkpoint=checkpoint)
+    seen = []
+    resumed = trainer.fit(fresh(), data, cfg, on_epoch=lambda e, row: seen.append(e), checkpoint=checkpoint)
+
+    assert resumed.resumed_from_epoch == 1 and seen == [1, 2, 3]  # the restored row replayed, then 2 and 3
+    assert resumed.history == whole.history  # every loss and validation score, bit for bit
+    assert resumed.test_metrics == whole.test_metrics
+    assert np.array_equal(resumed.test_scores, whole.test_scores)
+    assert whole.history[0]["train_loss"] != whole.history[-1]["train_loss"]  # it really trained
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, data):
+    cfg = TrainConfig.from_preset("small", epochs=1, progress=False)
+    checkpoint = tmp_path / "unit.pt"
+    trainer.fit(Linear(), data, cfg, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="belongs to another configuration"):
+        trainer.fit(Linear(), data, TrainConfig.from_preset("small", epochs=1, lr=0.5, progress=False),
+                    checkpoint=checkpoint)  # fmt: skip

@@ -136,7 +136,7 @@ def test_results_table_marks_best_and_explains_precision_recall(store):
 def test_older_configuration_is_left_out_but_mentioned(store):
     table = pd.read_csv(store["out"] / "old_first" / "results.csv")
     assert table["micro_f1_mean"].iloc[0] == pytest.approx(0.3 + 0.01 * FINAL_METRICS.index("micro_f1"))
-    assert store["summary"]["old_first"]["config_hash"] == "new"
+    assert store["summary"]["old_first"]["config_hashes"] == {"synthetic": "new"}
     assert re.search(r"older\) configurations.*old \(1 runs\)", (store["out"] / "index.html").read_text())
 
 
