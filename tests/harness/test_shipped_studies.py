@@ -8,7 +8,7 @@ from harness import runner, studies
 @pytest.mark.parametrize("name", studies.names())
 def test_shipped_study_runs_quick(tmp_path, request, name):
     study = studies.load(name).with_options(quick=True, seeds=1)
-    if study.dataset == "emotions":
+    if any(d.loader == "emotions" for d in study.datasets):
         request.getfixturevalue("emotions_dir")  # the real data lives outside the project (skips if absent)
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     options = runner.RunOptions(storage=str(tmp_path / "optuna.journal"), tracking_uri=tracking_uri, progress=False)
@@ -16,13 +16,14 @@ def test_shipped_study_runs_quick(tmp_path, request, name):
     outcome = runner.run(study, options)
 
     assert outcome.ok, (outcome.failed, outcome.missing)
-    expected = {(v, s, seed) for v in study.variants for s in study.settings() for seed in study.seeds}
-    assert {(u["variant"], u["setting"], u["seed"]) for u in outcome.finished} == expected
+    expected = {(v, d.name, s, seed) for v in study.variants for d in study.datasets for s in study.settings()
+                for seed in study.seeds}  # fmt: skip
+    assert {(u["variant"], u["dataset"], u["setting"], u["seed"]) for u in outcome.finished} == expected
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(name)
+    experiment = client.get_experiment_by_name(f"{name}.quick")  # smoke tests keep to their own experiment
     runs = client.search_runs([experiment.experiment_id], "tags.phase = 'repeat'", max_results=1000)
     assert len(runs) == len(expected)
     assert all(r.info.status == "FINISHED" and "test_micro_f1" in r.data.metrics for r in runs)
     if study.tuned:
         tune_runs = client.search_runs([experiment.experiment_id], "tags.phase = 'tune'", max_results=1000)
-        assert len(tune_runs) == study.trials * len(study.variants)
+        assert len(tune_runs) == study.trials * len(study.variants) * len(study.datasets)
