@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness.storage import artifact_location, redact_text
@@ -97,7 +98,17 @@ class TrackedRun:
         """The data this run read, as an MLflow dataset input (the UI's Datasets column)."""
         dataset = Dataset(name=name, digest=digest[:36], source_type="harness", source=json.dumps({"source": source}),
                           profile=json.dumps(profile))  # fmt: skip
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, inputs)
+                return
+            except MlflowException:
+                # MLflow's stores insert a new dataset with a check-then-insert: workers logging the
+                # same data at the same moment collide on its unique key. The retry finds it there.
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def set_tags(self, tags: dict) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -126,7 +126,7 @@ def unit(trial_or_run) -> tuple:
 
 def assert_each_unit_done_once(storage_url: str, tracking_uri: str, study: str, variants, seeds) -> list:
     """Every (variant, seed) has exactly one COMPLETE repeat trial and exactly one FINISHED repeat
-    run, nothing is left RUNNING anywhere; returns the MLflow runs."""
+    run, nothing is left RUNNING anywhere; returns the MLflow repeat runs."""
     expected = Counter({(v, s): 1 for v in variants for s in seeds})
     trials = repeat_trials(storage_url, study)
     complete = Counter(unit(t) for t in trials if t.state.name == "COMPLETE")
@@ -141,4 +141,4 @@ def assert_each_unit_done_once(storage_url: str, tracking_uri: str, study: str, 
     # The trial and the run point at each other: the COMPLETE trial names the FINISHED run.
     finished_ids = {r.info.run_id for r in repeats if r.info.status == "FINISHED"}
     assert {t.user_attrs["mlflow_run_id"] for t in trials if t.state.name == "COMPLETE"} == finished_ids
-    return runs
+    return repeats
