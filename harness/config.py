@@ -1,11 +1,14 @@
 """Typed configuration: training settings and their presets.
 
 Model settings live in each model's own config dataclass (see ``models``); a preset
-name selects both the model's preset values and the training values below.
+name (``harness.presets``) selects both the model's preset values and the training
+values below.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+
+from harness.presets import preset_values
 
 TRAIN_PRESETS: dict[str, dict] = {
     # The paper / reference protocol (CARAT.md section 5).
@@ -46,12 +49,11 @@ class TrainConfig:
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "TrainConfig":
-        if preset not in TRAIN_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(TRAIN_PRESETS)}")
+        values = preset_values(TRAIN_PRESETS, preset, "training")
         unknown = sorted(set(overrides) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"unknown training field(s) {unknown}; valid: {', '.join(cls.field_names())}")
-        return cls(**{**TRAIN_PRESETS[preset], **overrides})
+        return cls(**{**values, **overrides})
 
     @classmethod
     def field_names(cls) -> list[str]:

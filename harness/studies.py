@@ -189,7 +189,7 @@ def load(name_or_path: str | Path) -> Study:
 def from_dict(raw, source: str = "<memory>") -> Study:
     """Validate a parsed study file; every problem names ``source`` and the field."""
     import models  # the variants must be registered to be checked
-    from harness.config import TRAIN_PRESETS
+    from harness.presets import PRESETS
 
     def fail(fieldname: str, problem: str):
         raise StudyError(f"{source}: field {fieldname!r}: {problem}")
@@ -227,8 +227,8 @@ def from_dict(raw, source: str = "<memory>") -> Study:
     if raw.get("trials", 0) < 0:
         fail("trials", f"must be >= 0, got {raw['trials']}")
     preset = raw.get("preset", "small")
-    if preset not in TRAIN_PRESETS:
-        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(TRAIN_PRESETS)}")
+    if preset not in PRESETS:
+        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     for variant in raw.get("variant_overrides", {}):
         if variant not in variants:
             fail("variant_overrides", f"variant {variant!r} is not in this study's variants {variants}")

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.dataset import DataSpec
+from harness.presets import preset_values
 from models.base import LossOutput, NeuralModel, build_config
 from models.contrastive import FeatureQueue, supcon_chunked
 from models.layers import LAYER_NORM_EPS, CTCAligner, LabelAttention, ModalityMLP, SequenceEncoder, mlp
@@ -123,9 +124,7 @@ class CARATConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "CARATConfig":
-        if name not in CARAT_PRESETS:
-            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(CARAT_PRESETS)}")
-        return build_config(cls, CARAT_PRESETS[name], overrides, "carat")
+        return build_config(cls, preset_values(CARAT_PRESETS, name, "carat"), overrides, "carat")
 
     @property
     def uses_queue_anchors(self) -> bool:
@@ -469,13 +468,12 @@ VARIANTS: dict[str, dict] = {
 
 def build_variant(name: str, spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
     """CARAT with the switches of variant ``name`` on a preset; overrides may not undo the variant."""
-    if preset not in CARAT_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(CARAT_PRESETS)}")
+    values = preset_values(CARAT_PRESETS, preset, name)
     variant = VARIANTS[name]
     clashes = sorted(k for k, v in variant.items() if k in overrides and overrides[k] != v)
     if clashes:
         raise ValueError(f"model {name!r} fixes {clashes}; use another variant to change them")
-    config = build_config(CARATConfig, {**CARAT_PRESETS[preset], **variant}, overrides, name)
+    config = build_config(CARATConfig, {**values, **variant}, overrides, name)
     return CARAT(spec, config)
 
 
