@@ -98,9 +98,10 @@ def _fit_classic(model: ClassicModel, data, cfg, on_epoch) -> TrainResult:
 
 
 def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
+    train, valid = data.splits["train"], data.splits["valid"]
+    model.check_training(min(cfg.batch_size, train.n))  # a configuration it cannot train with fails now
     device = resolve_device(cfg.device)
     model.to(device)
-    train, valid = data.splits["train"], data.splits["valid"]
     total_steps = steps_per_epoch(train.n, cfg.batch_size, cfg.drop_last) * cfg.epochs
     optimiser, schedule, clip = build_optimizer(model, cfg, total_steps)
     shuffler = torch.Generator().manual_seed(cfg.seed)

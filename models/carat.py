@@ -15,8 +15,7 @@ level, z_m) read f_m directly; the BCE of that prediction level carries gamma_be
 
 Deviations from the reference, each deliberate: label attention masks padding frames
 (the reference's ignores its mask argument); the CTC aligner zeroes padding frames
-before aligning and its output steps are all real; a queue push longer than the queue
-keeps its last ``queue_size`` entries (the reference would fail); dropout masks come from
+before aligning and its output steps are all real; dropout masks come from
 16-bit uniform integers (p quantised to 1/65536, see ``layers.keep_mask``).
 
 Speed and memory (see ``models.contrastive`` and ``models.layers``): SupCon is computed
@@ -150,7 +149,9 @@ CARAT_PRESETS: dict[str, dict] = {
         hidden_size=256, latent_size=64, depths=(6, 4), heads=8, dropout=0.3, queue_size=8192, checkpoint_layers=True
     ),
     # Same architecture scaled down, so a whole run on small synthetic data takes seconds on a CPU.
-    "small": dict(hidden_size=64, latent_size=16, depths=(2, 1), heads=4, dropout=0.1, queue_size=1024),
+    # The queue holds at least one push of the shipped studies: batch 64 x 3 levels x 3 modalities
+    # x 6 labels = 3456 vectors (emotions: 32 x 3 x 2 x 6 = 1152).
+    "small": dict(hidden_size=64, latent_size=16, depths=(2, 1), heads=4, dropout=0.1, queue_size=4096),
 }
 
 
@@ -308,6 +309,33 @@ class CARAT(NeuralModel):
         if self.training:
             self._update_memory(rec.z if rec is not None else None, labels, contrast)
         return LossOutput(total=total, parts=parts)
+
+    def check_training(self, batch_size: int) -> None:
+        """Refuse a contrastive queue shorter than one push, before training (``NeuralModel.check_training``).
+
+        Each step pushes B x L x M x C vectors (L = 3 levels with reconstruction, 1
+        without). A shorter queue would keep only part of the current step and nothing of
+        the past: a different mechanism, which the reference refuses.
+        """
+        pushed = self.push_size(batch_size)
+        if pushed > self.config.queue_size:
+            levels = self.contrast_levels
+            raise ValueError(
+                f"queue_size {self.config.queue_size} is shorter than one push of {pushed} vectors "
+                f"(batch {batch_size} x {levels} level{'s' if levels != 1 else ''} x {len(self.modalities)} "
+                f"modalities x {self.spec.n_labels} labels); use queue_size >= {pushed} or a smaller batch_size"
+            )
+
+    @property
+    def contrast_levels(self) -> int:
+        """L: the levels whose latents join SupCon and the queue (z, En(a), En(b); only z without reconstruction)."""
+        return 3 if self.config.reconstruction else 1
+
+    def push_size(self, batch_size: int) -> int:
+        """Vectors pushed to the queue per training step of ``batch_size`` samples (0: no SupCon, no queue)."""
+        if self.queue is None or not self.config.gamma_s:
+            return 0
+        return batch_size * self.contrast_levels * len(self.modalities) * self.spec.n_labels
 
     @torch.no_grad()
     def latents(self, inputs, masks) -> torch.Tensor | None:

@@ -109,6 +109,28 @@ def test_a_split_smaller_than_one_batch_still_trains_one_step():
     assert trainer.steps_per_epoch(129, 64, drop_last=False) == 3
 
 
+class Picky(Linear):
+    """Refuses batches over 50 samples, as CARAT refuses a queue shorter than one push."""
+
+    def check_training(self, batch_size):
+        self.checked = batch_size
+        if batch_size > 50:
+            raise ValueError(f"batch {batch_size} is too large")
+
+
+def test_check_training_runs_before_any_step_with_the_largest_batch(data):
+    model = Picky()
+    with pytest.raises(ValueError, match="batch 64 is too large"):
+        trainer.fit(model, data, _cfg(batch_size=64))
+    assert model.calls == 0  # refused before the first training step
+    model = Picky()
+    with pytest.raises(ValueError, match="batch 96 is too large"):  # 96 training samples: the batch is 96
+        trainer.fit(model, data, _cfg(batch_size=500))
+    model = Picky()
+    trainer.fit(model, data, _cfg(batch_size=48, epochs=1))
+    assert model.checked == 48 and model.calls == 2
+
+
 def test_tuned_thresholds_come_from_validation_only(data):
     torch.manual_seed(0)
     result = trainer.fit(Linear(), data, _cfg(tune_threshold=True))
