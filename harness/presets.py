@@ -8,10 +8,11 @@ valid names.
 
 ``paper``
     The paper / reference sizes and training protocol (``CARAT.md`` sections 1-5): for
-    CARAT d=256, dz=64, depths 6/4/4, 8 heads, dropout 0.3, queue 8192; the reference's
-    optimiser (BertAdam with warmup_linear, ``harness.optim``) at lr 5e-5, batch 64,
-    20 epochs, the last partial training batch dropped, threshold 0.25. Baselines use
-    sizes comparable to CARAT's. Meant for the real data sets; slow on a CPU.
+    CARAT d=256, dz=64, depths 6/4/4, 8 heads, dropout 0.3, queue 8192, T'=500 for the CTC
+    aligner on unaligned data; the reference's optimiser (BertAdam with warmup_linear,
+    ``harness.optim``) at lr 5e-5, batch 64, 20 epochs, the last partial training batch
+    dropped, threshold 0.25. Baselines use sizes comparable to CARAT's. Meant for the
+    real data sets; slow on a CPU.
 ``small``
     The same architectures scaled down so that a whole run on the default (small)
     synthetic data takes seconds on a CPU: what the shipped studies and the tests use.

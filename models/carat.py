@@ -13,10 +13,25 @@ Implements the project's CARAT spec (shared/spec/CARAT.md); section numbers refe
 Without reconstruction (``no_reconstruction``) the heads, the aggregation and SupCon (one
 level, z_m) read f_m directly; the BCE of that prediction level carries gamma_beta.
 
-Deviations from the reference, each deliberate: label attention masks padding frames
-(the reference's ignores its mask argument); the CTC aligner zeroes padding frames
-before aligning and its output steps are all real; dropout masks come from
-16-bit uniform integers (p quantised to 1/65536, see ``layers.keep_mask``).
+Deviations from the reference (every one deliberate; with the reference's loaders, whose
+masks mark every step real, only the last three can change a number):
+
+* Label attention masks padding frames as the reference's does, but with BERT's finite
+  -10000 instead of -inf: a sample with at least one real frame gets the same weights
+  (those of padding underflow to exactly 0); a sample whose modality has no real frame at
+  all gets uniform weights and a finite result where the reference gives NaN.
+* The CTC aligner zeroes padding frames before aligning, and all T' aligned steps count
+  as real; the reference aligns every frame, padding included, and then reuses the
+  unaligned input's mask, index by index, on the aligned steps.
+* SupCon is computed in blocks without the reference's 1e-12 inside its log and positive
+  counts (``models.contrastive``): it differs only where a normaliser is below ~1e-10.
+* Dropout masks come from 16-bit uniform integers (p quantised to 1/65536, see
+  ``layers.keep_mask``).
+* Random numbers are drawn differently (the shuffles are argsorts of torch uniforms, the
+  reference loops over numpy permutations; dropout masks as above), so a seed gives runs
+  that match the reference in distribution, not bit for bit.
+
+The prototype update in closed form (``ema_prototypes``) is exact up to float rounding, not a deviation.
 
 Speed and memory (see ``models.contrastive`` and ``models.layers``): SupCon is computed
 exactly in blocks, never as the reference's (batch + queue)^2 matrices; attention keeps
@@ -56,7 +71,9 @@ class CARATConfig:
     depths: Union[tuple, dict] = (6, 4)
     heads: int = 8
     dropout: float = 0.3
-    aligned_length: Optional[int] = None  # T' of the CTC aligner (unaligned data); None = first modality's T
+    # T' of the CTC aligner on unaligned data; None = the first modality's T. The paper preset
+    # uses the reference's 500 (its --unaligned_mask_same_length option gives 50).
+    aligned_length: Optional[int] = None
     fusion: str = "linear"  # F_m: "linear" (reference) or "mlp" (2 layers, as the paper describes)
     prototype_momentum: float = 0.99
     temperature: float = 0.07
@@ -143,10 +160,11 @@ class CARATConfig:
 
 
 CARAT_PRESETS: dict[str, dict] = {
-    # Paper / reference sizes (CARAT.md 1.3, 2.5, 2.10) and the spec's loss weights.
+    # Paper / reference sizes (CARAT.md 1.2, 1.3, 2.5, 2.10) and the spec's loss weights.
     # Layer checkpointing changes no result; it keeps a paper-size CPU step well under 2 GB.
     "paper": dict(
-        hidden_size=256, latent_size=64, depths=(6, 4), heads=8, dropout=0.3, queue_size=8192, checkpoint_layers=True
+        hidden_size=256, latent_size=64, depths=(6, 4), heads=8, dropout=0.3, queue_size=8192, aligned_length=500,
+        checkpoint_layers=True,
     ),
     # Same architecture scaled down, so a whole run on small synthetic data takes seconds on a CPU.
     # The queue holds at least one push of the shipped studies: batch 64 x 3 levels x 3 modalities

@@ -237,6 +237,15 @@ def test_paper_preset_sizes_and_depths():
     assert [len(e.layers) for e in named.encoders] == [3, 1, 2]
 
 
+def test_paper_preset_aligns_unaligned_data_to_500_steps_and_small_to_the_first_modality():
+    spec = unaligned(SPEC3)
+    paper = models.create("carat", spec, preset="paper")
+    assert paper.aligned_length == 500
+    assert [e.positions.num_embeddings for e in paper.encoders] == [6, 500, 500]
+    assert models.create("carat", spec, preset="small").aligned_length == 6
+    assert models.create("carat", SPEC3, preset="paper").aligned_length is None  # aligned data: no aligner
+
+
 def test_fusion_switch_builds_one_or_two_layers():
     linear = models.create("carat", SPEC3, **TINY)
     two = models.create("carat", SPEC3, fusion="mlp", **TINY)
