@@ -8,6 +8,8 @@ import sys
 from invoke import task
 from invoke.exceptions import Exit
 
+from harness.presets import PRESETS  # the one list of preset names (no heavy imports)
+
 RUN_HELP = {
     "study": "study name (a file in studies/) or path to a study YAML",
     "dataset": "data set to use instead of the study's (see `invoke data --help`)",
@@ -15,7 +17,7 @@ RUN_HELP = {
     "seeds": "run only the first N seeds of the study",
     "epochs": "epochs per training run (default: the study's, else the preset's)",
     "trials": "Optuna tuning budget per variant",
-    "preset": "model/training preset: small or paper",
+    "preset": f"model/training preset: {' or '.join(PRESETS)} (see harness/presets.py)",
     "device": "cpu (default), cuda, cuda:N or auto",
     "workers": "local worker processes (joblib), sharing the CPU threads",
     "storage": "Optuna storage: postgresql://... or a journal file path (default runs/optuna.journal)",
