@@ -8,6 +8,8 @@ import sys
 from invoke import task
 from invoke.exceptions import Exit
 
+from harness.presets import PRESETS  # the one list of preset names (no heavy imports)
+
 RUN_HELP = {
     "study": "study name (a file in studies/) or path to a study YAML",
     "dataset": "run on this data set only: one of the study's, or a loader name instead (see `invoke data --help`)",
@@ -15,7 +17,7 @@ RUN_HELP = {
     "seeds": "number of seeds: the study's first N, extended with further seeds beyond its list (default: all)",
     "epochs": "epochs per training run (default: the study's, else the preset's)",
     "trials": "Optuna tuning budget per variant (default: the study's)",
-    "preset": "model/training preset: small or paper (default: the study's)",
+    "preset": f"model/training preset: {' or '.join(PRESETS)} (default: the study's; see harness/presets.py)",
     "device": "cpu (default), cuda, cuda:N or auto",
     "workers": "local worker processes (joblib), sharing the CPU threads (default 1)",
     "storage": "Optuna storage: postgresql://... or a journal file path (default runs/optuna.journal)",

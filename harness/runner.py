@@ -38,6 +38,7 @@ from harness.config import TrainConfig
 from harness.storage import RUNS_DIR, open_optuna_storage, prepare_tracking, redact, redact_text
 from harness.studies import DEFAULT_SETTING, Study, StudyError
 from harness.workqueue import SETTLED, Claim, WorkQueue
+from models.base import NeuralModel
 
 POLL_SECONDS = 2.0
 LIVE = (TrialState.WAITING, TrialState.RUNNING)
@@ -202,7 +203,7 @@ def make_plan(study: Study, options: RunOptions) -> Plan:
         data = load_data(study, source.name)
         fingerprints[source.name] = data.content_digest()
         config_hashes[source.name] = study.config_hash(source.name, fingerprints[source.name])
-        _check_variants_build(study, data.spec)
+        _check_variants_build(study, data)
     return Plan(study, options, config_hashes, fingerprints, carve)
 
 
@@ -221,16 +222,18 @@ def load_data(study: Study, dataset: str, split_seed: int | None = None):
         raise StudyError(f"{study.source}: data set {dataset!r} ({source.loader}): {exc}") from None
 
 
-def _check_variants_build(study: Study, spec) -> None:
-    """Build every (variant, setting) once up front so a bad field fails before any training."""
+def _check_variants_build(study: Study, data) -> None:
+    """Build every (variant, setting) once up front, and ask each neural model whether it can train
+    at the batch size, so that a bad field or configuration fails before any training."""
     options = RunOptions(progress=False)
+    n_train = data.splits["train"].n
     for variant in study.variants:
         for setting in study.settings():
-            train_cfg, model = _build(study, variant, spec, study.params_for(variant, setting), study.seeds[0], options)
-            check = getattr(model, "check_training", None)
-            if check is not None:
+            params = study.params_for(variant, setting)
+            train_cfg, model = _build(study, variant, data.spec, params, study.seeds[0], options)
+            if isinstance(model, NeuralModel):
                 try:
-                    check(train_cfg.batch_size)
+                    model.check_training(min(train_cfg.batch_size, n_train))
                 except ValueError as exc:
                     raise StudyError(f"{study.source}: {variant!r} ({setting}): {exc}") from None
 

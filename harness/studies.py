@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from harness.presets import PRESETS
+
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 DEFAULT_SETTING = "default"
 
@@ -169,8 +171,8 @@ class Study:
                 raise StudyError(f"--trials must be >= 0, got {trials}")
             changes["trials"] = trials
         if preset is not None:
-            if preset not in _preset_names():
-                raise StudyError(f"--preset: unknown preset {preset!r}; valid: {', '.join(_preset_names())}")
+            if preset not in PRESETS:
+                raise StudyError(f"--preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
             changes["preset"] = preset
         return replace(study, **changes)
 
@@ -222,12 +224,6 @@ def _first_seeds(seeds: tuple[int, ...], count: int) -> tuple[int, ...]:
         raise StudyError(f"--seeds must be >= 1, got {count}")
     extra = tuple(range(max(seeds) + 1, max(seeds) + 1 + count - len(seeds)))
     return (seeds + extra)[:count]
-
-
-def _preset_names() -> tuple[str, ...]:
-    from harness.config import TRAIN_PRESETS
-
-    return tuple(TRAIN_PRESETS)
 
 
 # -- loading and validation --------------------------------------------------------------------
@@ -314,8 +310,8 @@ def from_dict(raw, source: str = "<memory>") -> Study:
     if raw.get("trials", 0) < 0:
         fail("trials", f"must be >= 0, got {raw['trials']}")
     preset = raw.get("preset", "small")
-    if preset not in _preset_names():
-        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(_preset_names())}")
+    if preset not in PRESETS:
+        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     for variant in raw.get("variant_overrides", {}):
         if variant not in variants:
             fail("variant_overrides", f"variant {variant!r} is not in this study's variants {variants}")

@@ -1,10 +1,12 @@
 """One trainer for every registered model.
 
-Neural models: epochs of AdamW with linear warm-up then linear decay and gradient
-clipping; after each epoch the validation micro-F1 is measured, the best epoch (ties go
-to the later one, as in the reference) is kept, reloaded at the end, and the test split
-is scored exactly once. Classic (scikit-learn) models are fitted once and scored the
-same way. Thresholds are never chosen on test.
+Neural models: epochs of the configured optimiser and schedule (``harness.optim``: the
+reference's BertAdam with warmup_linear, or AdamW with linear warm-up/decay), the last
+partial training batch dropped or not (``drop_last``); after each epoch the validation
+micro-F1 is measured, the best epoch (ties go to the later one, as in the reference) is
+kept, reloaded at the end, and the test split is scored exactly once. Classic
+(scikit-learn) models are fitted once and scored the same way. Thresholds are never
+chosen on test.
 
 Given a ``checkpoint`` path, a neural run saves everything it needs to go on at the end of
 every epoch (weights and buffers such as CARAT's queue and prototypes, optimiser,
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import os
 import random
 import time
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from harness.config import TrainConfig
 from harness.data.dataset import MultimodalDataset, Split
 from harness.metrics import multilabel_metrics, per_label_f1, tune_thresholds
+from harness.optim import build_optimizer
 from models.base import ClassicModel, NeuralModel
 
 EVAL_BATCH = 256
@@ -118,11 +120,12 @@ def _fit_classic(model: ClassicModel, data, cfg, on_epoch) -> TrainResult:
 
 
 def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_label, progress_position) -> TrainResult:
+    train, valid = data.splits["train"], data.splits["valid"]
+    model.check_training(min(cfg.batch_size, train.n))  # a configuration it cannot train with fails now
     device = resolve_device(cfg.device)
     model.to(device)
-    train, valid = data.splits["train"], data.splits["valid"]
-    steps_per_epoch = math.ceil(train.n / cfg.batch_size)
-    optimiser, schedule = _optimiser(model, cfg, steps_per_epoch * cfg.epochs)
+    total_steps = steps_per_epoch(train.n, cfg.batch_size, cfg.drop_last) * cfg.epochs
+    optimiser, schedule, clip = build_optimizer(model, cfg, total_steps)
     shuffler = torch.Generator().manual_seed(cfg.seed)
     autocast = _autocast(device)
 
@@ -140,7 +143,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
         model.train()
         order = torch.randperm(train.n, generator=shuffler)
         losses = []
-        for step, index in enumerate(order.split(cfg.batch_size), start=1):
+        for step, index in enumerate(_batches(order, cfg.batch_size, cfg.drop_last), start=1):
             inputs, masks, labels = _batch(train, index.numpy(), device)
             with autocast:
                 loss = model.training_loss(inputs, masks, labels).total
@@ -148,7 +151,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
                 raise NonFiniteLossError(epoch, step, float(loss.detach()))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            grad_norm = clip()  # one global norm (the reference optimiser also clips each tensor in its step)
             if not torch.isfinite(grad_norm):  # a finite loss can still have NaN gradients
                 raise NonFiniteLossError(epoch, step, float(grad_norm), what="gradient norm")
             optimiser.step()
@@ -300,16 +303,22 @@ def _batch(split: Split, index: np.ndarray, device: torch.device):
     return inputs, masks, labels
 
 
-def _optimiser(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = max(1, int(cfg.warmup_ratio * total_steps))
+def steps_per_epoch(n_train: int, batch_size: int, drop_last: bool) -> int:
+    """Optimiser steps of one epoch: full batches, plus the last partial one unless ``drop_last``.
 
-    def factor(step: int) -> float:  # linear warm-up, then linear decay to 0
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    A split smaller than one batch still gives one (partial) step, even with ``drop_last``.
+    """
+    full, rest = divmod(n_train, batch_size)
+    if drop_last and full:
+        return full
+    return full + int(rest > 0)
 
-    return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+
+def _batches(order: torch.Tensor, batch_size: int, drop_last: bool) -> list[torch.Tensor]:
+    batches = list(order.split(batch_size))
+    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
 
 
 def _autocast(device: torch.device):

@@ -41,6 +41,15 @@ class NeuralModel(nn.Module):
         """Label-specific latent features (B, M, C, dz) for visualisation; None if the model has none."""
         return None
 
+    def check_training(self, batch_size: int) -> None:
+        """Refuse, before any training, a configuration this model cannot train with.
+
+        ``batch_size`` is the largest training batch it will see (the trainer passes
+        ``min(cfg.batch_size, number of training samples)``). Raises ValueError saying what
+        to change; the default accepts everything. ``harness.trainer.fit`` calls it first,
+        so a bad setting fails in a second rather than after an epoch, or silently.
+        """
+
 
 class ClassicModel:
     """Base class of the scikit-learn baselines (fitted once, no epochs)."""

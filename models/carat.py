@@ -13,11 +13,25 @@ Implements the project's CARAT spec (shared/spec/CARAT.md); section numbers refe
 Without reconstruction (``no_reconstruction``) the heads, the aggregation and SupCon (one
 level, z_m) read f_m directly; the BCE of that prediction level carries gamma_beta.
 
-Deviations from the reference, each deliberate: label attention masks padding frames
-(the reference's ignores its mask argument); the CTC aligner zeroes padding frames
-before aligning and its output steps are all real; a queue push longer than the queue
-keeps its last ``queue_size`` entries (the reference would fail); dropout masks come from
-16-bit uniform integers (p quantised to 1/65536, see ``layers.keep_mask``).
+Deviations from the reference (every one deliberate; with the reference's loaders, whose
+masks mark every step real, only the last three can change a number):
+
+* Label attention masks padding frames as the reference's does, but with BERT's finite
+  -10000 instead of -inf: a sample with at least one real frame gets the same weights
+  (those of padding underflow to exactly 0); a sample whose modality has no real frame at
+  all gets uniform weights and a finite result where the reference gives NaN.
+* The CTC aligner zeroes padding frames before aligning, and all T' aligned steps count
+  as real; the reference aligns every frame, padding included, and then reuses the
+  unaligned input's mask, index by index, on the aligned steps.
+* SupCon is computed in blocks without the reference's 1e-12 inside its log and positive
+  counts (``models.contrastive``): it differs only where a normaliser is below ~1e-10.
+* Dropout masks come from 16-bit uniform integers (p quantised to 1/65536, see
+  ``layers.keep_mask``).
+* Random numbers are drawn differently (the shuffles are argsorts of torch uniforms, the
+  reference loops over numpy permutations; dropout masks as above), so a seed gives runs
+  that match the reference in distribution, not bit for bit.
+
+The prototype update in closed form (``ema_prototypes``) is exact up to float rounding, not a deviation.
 
 Speed and memory (see ``models.contrastive`` and ``models.layers``): SupCon is computed
 exactly in blocks, never as the reference's (batch + queue)^2 matrices; attention keeps
@@ -35,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.dataset import DataSpec
+from harness.presets import preset_values
 from models.base import LossOutput, NeuralModel, build_config
 from models.contrastive import FeatureQueue, supcon_chunked
 from models.layers import LAYER_NORM_EPS, CTCAligner, LabelAttention, ModalityMLP, SequenceEncoder, mlp
@@ -56,7 +71,9 @@ class CARATConfig:
     depths: Union[tuple, dict] = (6, 4)
     heads: int = 8
     dropout: float = 0.3
-    aligned_length: Optional[int] = None  # T' of the CTC aligner (unaligned data); None = first modality's T
+    # T' of the CTC aligner on unaligned data; None = the first modality's T. The paper preset
+    # uses the reference's 500 (its --unaligned_mask_same_length option gives 50).
+    aligned_length: Optional[int] = None
     fusion: str = "linear"  # F_m: "linear" (reference) or "mlp" (2 layers, as the paper describes)
     prototype_momentum: float = 0.99
     temperature: float = 0.07
@@ -123,9 +140,7 @@ class CARATConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "CARATConfig":
-        if name not in CARAT_PRESETS:
-            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(CARAT_PRESETS)}")
-        return build_config(cls, CARAT_PRESETS[name], overrides, "carat")
+        return build_config(cls, preset_values(CARAT_PRESETS, name, "carat"), overrides, "carat")
 
     @property
     def uses_queue_anchors(self) -> bool:
@@ -145,13 +160,16 @@ class CARATConfig:
 
 
 CARAT_PRESETS: dict[str, dict] = {
-    # Paper / reference sizes (CARAT.md 1.3, 2.5, 2.10) and the spec's loss weights.
+    # Paper / reference sizes (CARAT.md 1.2, 1.3, 2.5, 2.10) and the spec's loss weights.
     # Layer checkpointing changes no result; it keeps a paper-size CPU step well under 2 GB.
     "paper": dict(
-        hidden_size=256, latent_size=64, depths=(6, 4), heads=8, dropout=0.3, queue_size=8192, checkpoint_layers=True
+        hidden_size=256, latent_size=64, depths=(6, 4), heads=8, dropout=0.3, queue_size=8192, aligned_length=500,
+        checkpoint_layers=True,
     ),
     # Same architecture scaled down, so a whole run on small synthetic data takes seconds on a CPU.
-    "small": dict(hidden_size=64, latent_size=16, depths=(2, 1), heads=4, dropout=0.1, queue_size=1024),
+    # The queue holds at least one push of the shipped studies: batch 64 x 3 levels x 3 modalities
+    # x 6 labels = 3456 vectors (emotions: 32 x 3 x 2 x 6 = 1152).
+    "small": dict(hidden_size=64, latent_size=16, depths=(2, 1), heads=4, dropout=0.1, queue_size=4096),
 }
 
 
@@ -309,6 +327,33 @@ class CARAT(NeuralModel):
         if self.training:
             self._update_memory(rec.z if rec is not None else None, labels, contrast)
         return LossOutput(total=total, parts=parts)
+
+    def check_training(self, batch_size: int) -> None:
+        """Refuse a contrastive queue shorter than one push, before training (``NeuralModel.check_training``).
+
+        Each step pushes B x L x M x C vectors (L = 3 levels with reconstruction, 1
+        without). A shorter queue would keep only part of the current step and nothing of
+        the past: a different mechanism, which the reference refuses.
+        """
+        pushed = self.push_size(batch_size)
+        if pushed > self.config.queue_size:
+            levels = self.contrast_levels
+            raise ValueError(
+                f"queue_size {self.config.queue_size} is shorter than one push of {pushed} vectors "
+                f"(batch {batch_size} x {levels} level{'s' if levels != 1 else ''} x {len(self.modalities)} "
+                f"modalities x {self.spec.n_labels} labels); use queue_size >= {pushed} or a smaller batch_size"
+            )
+
+    @property
+    def contrast_levels(self) -> int:
+        """L: the levels whose latents join SupCon and the queue (z, En(a), En(b); only z without reconstruction)."""
+        return 3 if self.config.reconstruction else 1
+
+    def push_size(self, batch_size: int) -> int:
+        """Vectors pushed to the queue per training step of ``batch_size`` samples (0: no SupCon, no queue)."""
+        if self.queue is None or not self.config.gamma_s:
+            return 0
+        return batch_size * self.contrast_levels * len(self.modalities) * self.spec.n_labels
 
     @torch.no_grad()
     def latents(self, inputs, masks) -> torch.Tensor | None:
@@ -469,13 +514,12 @@ VARIANTS: dict[str, dict] = {
 
 def build_variant(name: str, spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
     """CARAT with the switches of variant ``name`` on a preset; overrides may not undo the variant."""
-    if preset not in CARAT_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(CARAT_PRESETS)}")
+    values = preset_values(CARAT_PRESETS, preset, name)
     variant = VARIANTS[name]
     clashes = sorted(k for k, v in variant.items() if k in overrides and overrides[k] != v)
     if clashes:
         raise ValueError(f"model {name!r} fixes {clashes}; use another variant to change them")
-    config = build_config(CARATConfig, {**CARAT_PRESETS[preset], **variant}, overrides, name)
+    config = build_config(CARATConfig, {**values, **variant}, overrides, name)
     return CARAT(spec, config)
 
 

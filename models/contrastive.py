@@ -211,12 +211,19 @@ class FeatureQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, vectors: torch.Tensor, classes: torch.Tensor) -> None:
-        """Enqueue in order, overwriting the oldest entries; of a push longer than the queue the last ``size`` stay."""
+        """Enqueue in order, overwriting the oldest entries.
+
+        A push longer than the queue is refused: it would overwrite part of itself, so the
+        queue would hold only the push's last entries and no past step at all -- another
+        mechanism, which the reference refuses too (``CARAT.check_training`` says so before
+        training starts).
+        """
         n_pushed = vectors.shape[0]
-        kept = min(n_pushed, self.size)
+        if n_pushed > self.size:
+            raise ValueError(f"a push of {n_pushed} vectors is longer than the queue ({self.size} entries)")
         start = int(self.pointer)
-        slots = (start + torch.arange(n_pushed - kept, n_pushed, device=vectors.device)) % self.size
-        self.vectors[slots] = vectors.detach()[n_pushed - kept:].to(self.vectors.dtype)
-        self.classes[slots] = classes.detach()[n_pushed - kept:].to(self.classes.dtype)
+        slots = (start + torch.arange(n_pushed, device=vectors.device)) % self.size
+        self.vectors[slots] = vectors.detach().to(self.vectors.dtype)
+        self.classes[slots] = classes.detach().to(self.classes.dtype)
         self.pointer.fill_((start + n_pushed) % self.size)
         self.filled.fill_(min(self.size, int(self.filled) + n_pushed))

@@ -1,16 +1,9 @@
-"""What every baseline shares: preset lookup and checks of the inputs at the model boundary."""
+"""What every baseline shares: checks of the inputs at the model boundary (presets: ``harness.presets``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
-
-
-def preset_values(presets: Mapping[str, dict], preset: str, model_name: str) -> dict:
-    """The values of a named preset; an unknown preset is refused with the valid names."""
-    if preset not in presets:
-        raise ValueError(f"model {model_name!r}: unknown preset {preset!r}; valid presets: {', '.join(presets)}")
-    return dict(presets[preset])
 
 
 def check_inputs(spec, inputs: Mapping, masks: Mapping, labels=None) -> int:

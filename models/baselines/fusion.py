@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.presets import preset_values
 from models.base import LossOutput, build_config, masked_mean
-from models.baselines.common import preset_values
 from models.baselines.layers import (
     LogitModel,
     ModalityEmbedding,

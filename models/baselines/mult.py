@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.presets import preset_values
 from models.base import build_config
-from models.baselines.common import preset_values
 from models.baselines.layers import (
     POOLINGS,
     LogitModel,

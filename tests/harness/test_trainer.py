@@ -27,12 +27,15 @@ def data():
 
 
 class Linear(NeuralModel):
-    def __init__(self, blow_up_at: int | None = None):
+    def __init__(self, blow_up_at: int | None = None, nan_grad_at: int | None = None):
         super().__init__()
         self.head = torch.nn.Linear(6, 2)
+        self.zero = torch.nn.Parameter(torch.zeros(()))
         self.config = {"blow_up_at": blow_up_at}
         self.calls = 0
         self.blow_up_at = blow_up_at
+        self.nan_grad_at = nan_grad_at
+        self.batch_sizes = []
 
     def logits(self, inputs, masks):
         return self.head(torch.cat([masked_mean(inputs[m], masks[m]) for m in ("a", "b")], 1))
@@ -42,9 +45,12 @@ class Linear(NeuralModel):
 
     def training_loss(self, inputs, masks, labels):
         self.calls += 1
+        self.batch_sizes.append(len(labels))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(self.logits(inputs, masks), labels)
         if self.blow_up_at is not None and self.calls >= self.blow_up_at:
             loss = loss * float("nan")
+        if self.nan_grad_at is not None and self.calls >= self.nan_grad_at:
+            loss = loss + 0.0 * torch.sqrt(self.zero)  # the loss stays finite, its gradient is NaN
         return LossOutput(loss, {"bce": loss})
 
 
@@ -52,17 +58,19 @@ def _cfg(**kw):
     return TrainConfig(**{"lr": 0.05, "batch_size": 16, "epochs": 4, "progress": False, **kw})
 
 
-def test_fit_learns_keeps_best_epoch_and_scores_test_once(data):
+@pytest.mark.parametrize("optimizer", ["reference", "adamw"])
+def test_fit_learns_keeps_best_epoch_and_scores_test_once(data, optimizer):
     rows = []
     torch.manual_seed(0)
-    result = trainer.fit(Linear(), data, _cfg(), on_epoch=lambda e, row: rows.append((e, row["val_micro_f1"])))
+    cfg = _cfg(optimizer=optimizer)
+    result = trainer.fit(Linear(), data, cfg, on_epoch=lambda e, row: rows.append((e, row["val_micro_f1"])))
     assert [e for e, _ in rows] == [1, 2, 3, 4]
     best = max(f1 for _, f1 in rows)
     kept = [e for e, f1 in rows if f1 == best][-1]  # ties go to the later epoch
     assert result.best_epoch == kept
     assert result.val_metrics["micro_f1"] == pytest.approx(best)  # the reloaded model is the kept one
     assert result.test_scores.shape == (32, 2) and result.test_metrics["micro_f1"] > 0.6
-    assert result.n_parameters == 14
+    assert result.n_parameters == 15
 
 
 def test_same_seed_same_scores(data):
@@ -78,6 +86,49 @@ def test_nan_loss_names_epoch_and_step(data):
     with pytest.raises(trainer.NonFiniteLossError, match="epoch 2, step 2") as info:
         trainer.fit(Linear(blow_up_at=8), data, _cfg())
     assert (info.value.epoch, info.value.step) == (2, 2)
+
+
+@pytest.mark.parametrize("optimizer", ["reference", "adamw"])
+def test_nan_gradient_with_finite_loss_names_epoch_and_step(data, optimizer):
+    with pytest.raises(trainer.NonFiniteLossError, match="gradient norm became nan at epoch 1, step 3"):
+        trainer.fit(Linear(nan_grad_at=3), data, _cfg(optimizer=optimizer))
+
+
+@pytest.mark.parametrize("drop_last, sizes", [(True, [20] * 4), (False, [20] * 4 + [16])])
+def test_steps_per_epoch_follow_drop_last(data, drop_last, sizes):
+    # 96 training samples in batches of 20: 4 full batches and 16 left over.
+    assert trainer.steps_per_epoch(96, 20, drop_last) == len(sizes)
+    model = Linear()
+    trainer.fit(model, data, _cfg(batch_size=20, epochs=2, drop_last=drop_last))
+    assert model.batch_sizes == sizes * 2
+
+
+def test_a_split_smaller_than_one_batch_still_trains_one_step():
+    assert trainer.steps_per_epoch(40, 64, drop_last=True) == 1
+    assert trainer.steps_per_epoch(128, 64, drop_last=True) == 2
+    assert trainer.steps_per_epoch(129, 64, drop_last=False) == 3
+
+
+class Picky(Linear):
+    """Refuses batches over 50 samples, as CARAT refuses a queue shorter than one push."""
+
+    def check_training(self, batch_size):
+        self.checked = batch_size
+        if batch_size > 50:
+            raise ValueError(f"batch {batch_size} is too large")
+
+
+def test_check_training_runs_before_any_step_with_the_largest_batch(data):
+    model = Picky()
+    with pytest.raises(ValueError, match="batch 64 is too large"):
+        trainer.fit(model, data, _cfg(batch_size=64))
+    assert model.calls == 0  # refused before the first training step
+    model = Picky()
+    with pytest.raises(ValueError, match="batch 96 is too large"):  # 96 training samples: the batch is 96
+        trainer.fit(model, data, _cfg(batch_size=500))
+    model = Picky()
+    trainer.fit(model, data, _cfg(batch_size=48, epochs=1))
+    assert model.checked == 48 and model.calls == 2
 
 
 def test_tuned_thresholds_come_from_validation_only(data):

@@ -1,4 +1,6 @@
 """CARAT: shapes, masks, state updates, vectorised pieces, determinism, config and registry."""
+import re
+
 import pytest
 import torch
 
@@ -15,7 +17,7 @@ from models.carat import (
 )
 
 
-TINY = dict(hidden_size=16, latent_size=8, depths=(1,), heads=2, dropout=0.0, queue_size=64)
+TINY = dict(hidden_size=16, latent_size=8, depths=(1,), heads=2, dropout=0.0, queue_size=256)  # >= one push
 SPEC3 = DataSpec({"text": (6, 5), "visual": (8, 3), "audio": (1, 4)}, ("a", "b", "c"))
 SPEC2 = DataSpec({"text": (1, 7), "audio": (5, 2)}, ("only",))
 
@@ -90,9 +92,35 @@ def test_training_step_moves_prototypes_and_queue_only_in_training_mode():
     assert int(model.queue.pointer) == 0 and not model.prototypes.any()
     model.train()
     model.training_loss(inputs, masks, labels)
-    # B * 3 levels * M * C vectors pushed; the queue (64) wrapped around once.
-    assert int(model.queue.pointer) == (6 * 3 * 3 * 3) % 64
+    # B * 3 levels * M * C vectors pushed; a second push wraps around the queue (256).
+    assert int(model.queue.pointer) == 6 * 3 * 3 * 3
+    model.training_loss(inputs, masks, labels)
+    assert int(model.queue.pointer) == (2 * 6 * 3 * 3 * 3) % 256
     assert model.prototypes.abs().sum() > 0
+
+
+def test_a_queue_shorter_than_one_push_is_refused_before_training():
+    mosei = DataSpec({"text": (4, 5), "visual": (4, 3), "audio": (4, 2)}, tuple("abcdef"))
+    small = models.create("carat", mosei, preset="small")
+    assert small.config.queue_size == 4096 and small.push_size(64) == 3456
+    small.check_training(64)  # the shipped studies: batch 64, 3 modalities, 6 labels
+    emotions = DataSpec({"timbre": (1, 64), "rhythm": (1, 8)}, tuple("abcdef"))
+    assert models.create("carat", emotions, preset="small").push_size(32) == 1152  # the emotions study, batch 32
+    short = models.create("carat", mosei, preset="small", queue_size=1024)
+    message = ("queue_size 1024 is shorter than one push of 3456 vectors "
+               "(batch 64 x 3 levels x 3 modalities x 6 labels); use queue_size >= 3456")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        short.check_training(64)
+    short.check_training(18)  # 18 x 3 x 3 x 6 = 972 fits
+    without = models.create("no_reconstruction", mosei, preset="small", queue_size=1024)
+    with pytest.raises(ValueError, match=re.escape("1152 vectors (batch 64 x 1 level x 3 modalities x 6 labels)")):
+        without.check_training(64)
+    models.create("no_contrastive", mosei, preset="small", queue_size=1).check_training(64)  # no queue at all
+    models.create("carat", mosei, preset="small", queue_size=1, gamma_s=0.0).check_training(64)  # no SupCon, no push
+    # A push the queue cannot hold is refused even without the check (no silent truncation).
+    inputs, masks, labels = make_batch(mosei, batch=64)
+    with pytest.raises(ValueError, match="longer than the queue"):
+        short.train().training_loss(inputs, masks, labels)
 
 
 def test_contrastive_mode_sets_queue_anchors():
@@ -207,6 +235,15 @@ def test_paper_preset_sizes_and_depths():
     assert [len(e.layers) for e in model.encoders] == [6, 4, 4]
     named = models.create("carat", SPEC3, preset="small", depths={"text": 3, "visual": 1, "audio": 2})
     assert [len(e.layers) for e in named.encoders] == [3, 1, 2]
+
+
+def test_paper_preset_aligns_unaligned_data_to_500_steps_and_small_to_the_first_modality():
+    spec = unaligned(SPEC3)
+    paper = models.create("carat", spec, preset="paper")
+    assert paper.aligned_length == 500
+    assert [e.positions.num_embeddings for e in paper.encoders] == [6, 500, 500]
+    assert models.create("carat", spec, preset="small").aligned_length == 6
+    assert models.create("carat", SPEC3, preset="paper").aligned_length is None  # aligned data: no aligner
 
 
 def test_fusion_switch_builds_one_or_two_layers():

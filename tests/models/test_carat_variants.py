@@ -8,11 +8,12 @@ from harness.data.dataset import DataSpec
 from models.carat import VARIANTS
 
 
-TINY = dict(hidden_size=16, latent_size=8, depths=(1,), heads=2, dropout=0.0, queue_size=64)
+# queue_size: exactly one push of the full model at the default batch (16 x 3 levels x 3 modalities x 3 labels).
+TINY = dict(hidden_size=16, latent_size=8, depths=(1,), heads=2, dropout=0.0, queue_size=432)
 SPEC = DataSpec({"text": (5, 4), "visual": (3, 3), "audio": (1, 2)}, ("a", "b", "c"))
 
 
-def learnable_batch(batch=32, seed=0):
+def learnable_batch(batch=16, seed=0):
     """Labels are signs of the text features' time-means: learnable from the inputs."""
     g = torch.Generator().manual_seed(seed)
     inputs = {n: torch.randn(batch, t, d, generator=g) for n, (t, d) in SPEC.modalities.items()}
@@ -43,7 +44,9 @@ def test_every_variant_loss_is_finite_and_falls(name):
     history = train(model, inputs, masks, labels, steps=60)
     totals = torch.tensor([h["total"] for h in history])
     assert bool(torch.isfinite(totals).all())
-    assert totals[-5:].sum() < 0.8 * totals[:5].sum()
+    # A real queue of past steps (>= one push) keeps SupCon's floor high, so the total falls less
+    # far than the prediction level's BCE below.
+    assert totals[-5:].sum() < 0.9 * totals[:5].sum()
     # Not only the auxiliary terms: the prediction level's BCE falls too.
     assert history[-1]["bce_beta"] < 0.8 * history[0]["bce_beta"]
 

@@ -108,15 +108,21 @@ def test_queue_is_fifo_with_wrap_around():
     assert int(queue.pointer) == 2
 
 
-def test_queue_push_longer_than_queue_keeps_the_last_entries():
+def test_a_push_longer_than_the_queue_is_refused_and_changes_nothing():
     queue = FeatureQueue(size=4, dim=1, random_init=False)
     queue.push(torch.zeros(1, 1), torch.tensor([0.0]))
-    queue.push(torch.arange(10.0).view(-1, 1), torch.arange(10.0))
+    with pytest.raises(ValueError, match="push of 5 vectors is longer than the queue \\(4 entries\\)"):
+        queue.push(torch.arange(5.0).view(-1, 1), torch.arange(5.0))
+    assert queue.contents()[1].tolist() == [0.0] and int(queue.pointer) == 1
+
+
+def test_a_push_as_long_as_the_queue_replaces_it_in_order():
+    queue = FeatureQueue(size=4, dim=1, random_init=False)
+    queue.push(torch.zeros(1, 1), torch.tensor([0.0]))
+    queue.push(torch.arange(1.0, 5.0).view(-1, 1), torch.arange(1.0, 5.0))
     vectors, classes = queue.contents()
-    assert sorted(classes.tolist()) == [6.0, 7.0, 8.0, 9.0]
-    assert int(queue.pointer) == (1 + 10) % 4
-    # The newest entry sits just before the pointer, as if pushed one by one.
-    assert classes[int(queue.pointer) - 1] == 9.0
+    assert classes.tolist() == [4.0, 1.0, 2.0, 3.0]  # slots 1, 2, 3 then wrap to 0
+    assert int(queue.pointer) == 1
     torch.testing.assert_close(vectors.view(-1), classes)
 
 
