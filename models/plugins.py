@@ -39,6 +39,7 @@ from models.registry import REGISTRY, DuplicateNameError
 TINY_SPEC = DataSpec(modalities={"text": (5, 6), "audio": (3, 4)}, labels=("first", "second", "third"), aligned=False)
 CHECK_BATCH = 4
 CHECK_SAMPLES = 12  # for a ClassicModel's fit: every label both present and absent
+BATCH_HINT = " (the batch has padded steps, and rows whose modality is missing: mask all False, features 0)"
 
 
 class PluginError(ValueError):
@@ -184,13 +185,19 @@ def _check(name: str, spec: DataSpec, preset: str, fail) -> None:
 
 
 def _random_batch(spec: DataSpec, n: int):
-    """Random features, right-padded masks (every row keeps at least one real step), labels with both values."""
+    """Random features, right-padded masks and labels with both values in every column.
+
+    As in real data, one row per modality has that modality missing (mask all False, features
+    0; a different row for each modality while rows last): a model must not turn it into NaN."""
     rng = np.random.default_rng(0)
     inputs, masks = {}, {}
-    for m, (steps, dim) in spec.modalities.items():
+    for i, (m, (steps, dim)) in enumerate(spec.modalities.items()):
         inputs[m] = rng.normal(size=(n, steps, dim)).astype(np.float32)
         lengths = np.arange(n) % steps + 1
         masks[m] = np.arange(steps)[None, :] < lengths[::-1, None]
+        if i < n - 1:  # row 0 keeps every modality
+            masks[m][n - 1 - i] = False
+            inputs[m][n - 1 - i] = 0.0
     labels = ((np.arange(n)[:, None] + np.arange(spec.n_labels)[None, :]) % 2).astype(np.float32)
     return inputs, masks, labels
 
@@ -211,7 +218,7 @@ def _check_neural(model: NeuralModel, spec, inputs, masks, labels, fail) -> None
         shape = tuple(total.shape) if isinstance(total, torch.Tensor) else type(total).__name__
         fail(f"training_loss(...).total must be a scalar tensor (shape ()), got {shape}")
     if not torch.isfinite(total):
-        fail(f"training_loss(...).total is {float(total.detach())} on a random batch")
+        fail(f"training_loss(...).total is {float(total.detach())} on a random batch{BATCH_HINT}")
     if not total.requires_grad:
         fail("training_loss(...).total does not depend on the parameters (requires_grad is False)")
     if not isinstance(out.parts, dict) or not all(isinstance(v, torch.Tensor) for v in out.parts.values()):
@@ -243,7 +250,7 @@ def _check_scores(scores, n: int, c: int, what: str, fail) -> None:
     if tuple(scores.shape) != (n, c):
         fail(f"{what} returned shape {tuple(scores.shape)}, expected (batch, labels) = ({n}, {c})")
     if not torch.isfinite(scores).all():
-        fail(f"{what} returned non-finite scores")
+        fail(f"{what} returned non-finite scores{BATCH_HINT}")
     if scores.min() < 0 or scores.max() > 1:
         fail(f"{what} must return scores in [0, 1] (probabilities: apply a sigmoid to logits), got values in "
              f"[{float(scores.min()):.3g}, {float(scores.max()):.3g}]")  # fmt: skip

@@ -244,6 +244,7 @@ BROKEN = {
                  "total is nan on a random batch"),
     "forward raises": ("raise KeyError('text')", None, "forward raised KeyError: 'text'"),
 }  # fmt: skip
+NAIVE_MEAN = "(inputs[m] * masks[m][..., None]).sum(1) / masks[m].sum(1, keepdim=True)"
 
 
 @pytest.mark.parametrize("case", BROKEN, ids=BROKEN)
@@ -259,6 +260,14 @@ def test_broken_neural_contract_is_one_clear_error(tmp_path, case):
     with pytest.raises(PluginError, match=expected) as info:
         check_contract("broken")
     assert str(info.value).startswith(f"model 'broken' ({path.resolve()}) breaks the model contract: ")
+
+
+def test_a_missing_modality_must_not_give_nan(tmp_path):
+    """Real data has rows whose modality is missing (mask all False): a plain mean over real steps is 0/0."""
+    write(tmp_path, "naive.py", GOOD.replace("{name}", "naive").replace("masked_mean(inputs[m], masks[m])", NAIVE_MEAN))
+    load_plugins(["naive.py"], tmp_path)
+    with pytest.raises(PluginError, match="total is nan on a random batch"):
+        check_contract("naive")
 
 
 OTHER_BROKEN = {
