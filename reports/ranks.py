@@ -197,8 +197,9 @@ def _notes(n: int, k: int, dropped: dict[str, list[str]], alpha: float) -> list[
                      f"{n} data set(s): only the average ranks are given.")  # fmt: skip
         return notes
     if k == 2:
-        notes.append("Two variants: Friedman's test is not computed (scipy needs 3); for two methods Demšar (2006) "
-                     "recommends the Wilcoxon signed-rank test over data sets, given in the pairwise table.")  # fmt: skip
+        notes.append("Two variants: Friedman's test is not computed (scipy needs 3); for two methods Demšar "
+                     "(2006) recommends the Wilcoxon signed-rank test over data sets, given in the pairwise "
+                     "table.")  # fmt: skip
     if n < FEW_DATASETS:
         notes.append(f"Only {n} data sets: every test here has little power, read the ranks as descriptive.")
     pairs = k * (k - 1) // 2
