@@ -109,14 +109,29 @@ def _options(values: dict) -> dict:
     return out
 
 
-@task
-def variants(c):
-    """List every registered model (CARAT variants and baselines) with its one-line description."""
+@task(iterable=["plugin"], help={
+    "plugin": "a plugin .py file (relative to the current folder) or dotted module whose models are listed too; "
+              "repeatable",
+    "check": "also build each plugin model on tiny data and check the model contract (README: Bring your own model)",
+})  # fmt: skip
+def variants(c, plugin=None, check=False):
+    """List every registered model (CARAT variants, baselines, plugins) with its one-line description."""
+    from pathlib import Path
+
     import models
 
+    try:
+        added = models.load_plugins(plugin or [], base_dir=Path.cwd())
+        for name in added if check else []:
+            models.check_contract(name)
+    except models.PluginError as exc:
+        raise Exit(f"error: {exc}", code=2)
     width = max(len(n) for n in models.list())
     for name in models.list():
-        print(f"{name:<{width}}  {models.describe(name)}")
+        origin = f"  [plugin {models.source(name)}]" if name in added else ""
+        print(f"{name:<{width}}  {models.describe(name)}{origin}")
+    if check and added:
+        print(f"\nmodel contract checked: {', '.join(added)}")
 
 
 @task(name="studies")

@@ -1,0 +1,428 @@
+"""Which variant wins across data sets? Average ranks, Friedman, Nemenyi and Wilcoxon-Holm.
+
+The multi-label literature compares methods over several data sets by ranks (Demšar 2006,
+"Statistical comparisons of classifiers over multiple data sets", JMLR 7): on every data set
+the variants are ranked by a metric (1 = best, ties get the average of the ranks they span),
+the ranks are averaged over data sets, Friedman's test asks whether any variant differs, and
+the Nemenyi post-hoc test (critical difference CD) says which pairs do. Benavoli, Corani and
+Mangili (2016, "Should we really use post-hoc tests based on mean-ranks?", JMLR 17) showed
+that whether two variants differ under a mean-ranks test depends on which *other* variants
+are in the comparison; they recommend pairwise Wilcoxon signed-rank tests over data sets
+with a Holm correction instead. Both are computed: the critical-difference diagram shows
+Nemenyi (as papers draw it), the pairwise table and a second diagram give Wilcoxon-Holm.
+
+Input is plain data: a DataFrame with one row per (data set, variant) holding that unit's
+score (the mean over seeds) in a metric column. Only complete data sets count: a data set on
+which some variant has no score (no row, or NaN) is left out of the ranks and every test,
+and the verdict's notes name it and the variants it lacks; the ranks of the other variants
+there would otherwise not be comparable. Too few data sets or variants never raise: the
+undefined numbers are NaN and a note says why.
+
+Statistics come from libraries: Friedman from ``scipy.stats.friedmanchisquare`` (with its
+tie correction; equal to Demšar's formula when there are no ties), Nemenyi p-values from
+``scikit_posthocs.posthoc_nemenyi_friedman``, q_alpha from scipy's studentized range
+(``studentized_range.ppf(1 - alpha, k, inf) / sqrt(2)``, Demšar's Table 5), Wilcoxon from
+``scipy.stats.wilcoxon`` (zero differences split between the signs, as Demšar suggests),
+Holm from ``reports.significance.holm``, the diagram from
+``scikit_posthocs.critical_difference_diagram``. Written here: the average ranks (pandas),
+the Iman-Davenport F from the Friedman statistic, and the tables.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from reports.significance import holm
+from reports.tables import COLUMNS, Cell, Table, markdown
+
+ALPHA = 0.05
+FEW_DATASETS = 5  # below this, say that the tests have little power
+KEYS = ("dataset", "variant")
+PAIRWISE_COLUMNS = ["metric", "variant_a", "variant_b", "n_datasets", "mean_diff", "a_wins", "ties", "b_wins",
+                    "rank_diff", "nemenyi_p", "nemenyi_significant", "wilcoxon_statistic", "wilcoxon_p",
+                    "wilcoxon_p_holm", "wilcoxon_significant"]  # fmt: skip
+RANK_COLUMNS = ["metric", "higher_is_better", "variant", "average_rank", "n_datasets", "n_variants", "friedman_chi2",
+                "friedman_p", "iman_davenport_f", "iman_davenport_p", "q_alpha", "cd", "alpha"]  # fmt: skip
+METHOD_NOTE = (
+    "Ranks per data set, 1 = best, ties share the average rank; only data sets on which every variant has a score "
+    "count. Friedman's chi-square (scipy, tie-corrected) and its Iman-Davenport F form test whether any variant "
+    "differs; Demšar (2006) recommends the F form, which is less conservative. CD = q_alpha * sqrt(k(k+1)/(6N)) is "
+    "the Nemenyi critical difference: two average ranks further apart than CD differ at alpha. Benavoli et al. "
+    "(2016) advise against mean-rank post-hoc tests (their verdict on a pair depends on the other variants "
+    "compared) and recommend pairwise Wilcoxon signed-rank tests over data sets with Holm's correction: the "
+    "'Wilcoxon p (Holm)' column, corrected over all pairs of one metric (zero differences split between the "
+    "signs). critical_difference.png joins variants Nemenyi cannot separate; critical_difference_wilcoxon.png "
+    "joins those Wilcoxon-Holm cannot. Scores are means over seeds; the tests treat data sets, not seeds, as the "
+    "samples."
+)
+
+
+@dataclass(frozen=True)
+class RankVerdict:
+    """The cross-data-set verdict on one metric (plain data; every DataFrame uses variant names).
+
+    ``scores`` and ``ranks`` are data set x variant (complete data sets only, in first-seen
+    order); ``average_ranks`` is indexed by variant, best first; ``nemenyi`` is the symmetric
+    variant x variant matrix of Nemenyi p-values (1 on the diagonal); ``pairwise`` has one row
+    per pair of variants (``PAIRWISE_COLUMNS``, the better-ranked variant as ``variant_a``)."""
+
+    metric: str
+    higher_is_better: bool
+    alpha: float
+    scores: pd.DataFrame
+    ranks: pd.DataFrame
+    average_ranks: pd.Series
+    friedman_chi2: float
+    friedman_p: float
+    iman_davenport_f: float
+    iman_davenport_p: float
+    q_alpha: float
+    cd: float
+    nemenyi: pd.DataFrame
+    pairwise: pd.DataFrame
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # data set -> the variants it has no score for
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_datasets(self) -> int:
+        return len(self.ranks)
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.average_ranks.index)
+
+    @property
+    def differ(self) -> bool:
+        """Whether the omnibus test (Iman-Davenport) rejects "all variants are equivalent" at ``alpha``."""
+        return bool(self.iman_davenport_p < self.alpha)
+
+    def wilcoxon_matrix(self) -> pd.DataFrame:
+        """Symmetric variant x variant matrix of Holm-adjusted Wilcoxon p-values (1 on the diagonal)."""
+        names = self.variants
+        matrix = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+        for row in self.pairwise.itertuples():
+            matrix.loc[row.variant_a, row.variant_b] = matrix.loc[row.variant_b, row.variant_a] = row.wilcoxon_p_holm
+        return matrix
+
+
+def verdict(scores: pd.DataFrame, metric: str, higher_is_better: bool = True, alpha: float = ALPHA) -> RankVerdict:
+    """Rank the variants of ``scores`` on ``metric`` across data sets and test the differences.
+
+    ``scores`` has columns ``dataset``, ``variant`` and ``metric``, one row per (data set,
+    variant): average the seeds first, e.g. ``runs.groupby(["dataset", "variant"],
+    as_index=False)[metric].mean()``."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    table, dropped = _complete_table(scores, metric)
+    ranks = table.rank(axis=1, ascending=not higher_is_better, method="average")
+    average = ranks.mean(axis=0).sort_values(kind="stable") if len(ranks) else pd.Series(np.nan, index=table.columns)
+    n, k = table.shape
+    notes = _notes(n, k, dropped, alpha)
+    nan = float("nan")
+    chi2 = p_chi2 = f_id = p_id = q_alpha = cd = nan
+    nemenyi = pd.DataFrame(np.eye(k), index=table.columns, columns=table.columns).loc[average.index, average.index]
+    testable = n >= 2 and k >= 2
+    if testable:
+        q_alpha = float(stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2))
+        cd = q_alpha * math.sqrt(k * (k + 1) / (6.0 * n))
+        nemenyi = _nemenyi(ranks).loc[average.index, average.index]
+        if k >= 3:
+            if (ranks.nunique(axis=1) == 1).all():
+                notes.append("Every variant ties on every data set: Friedman's statistic is undefined (0/0) and "
+                             "nothing suggests a difference.")  # fmt: skip
+            else:
+                result = stats.friedmanchisquare(*(table[v].to_numpy(float) for v in table.columns))
+                chi2, p_chi2 = float(result.statistic), float(result.pvalue)
+                f_id, p_id = _iman_davenport(chi2, n, k)
+    else:
+        nemenyi.loc[:, :] = np.where(np.eye(k, dtype=bool), 1.0, nan)
+    pairwise = _pairwise(table, ranks, average, nemenyi, metric, higher_is_better, alpha, testable)
+    return RankVerdict(
+        metric=metric, higher_is_better=higher_is_better, alpha=alpha, scores=table, ranks=ranks,
+        average_ranks=average, friedman_chi2=chi2, friedman_p=p_chi2, iman_davenport_f=f_id, iman_davenport_p=p_id,
+        q_alpha=q_alpha, cd=cd, nemenyi=nemenyi, pairwise=pairwise, dropped=dropped, notes=tuple(notes),
+    )  # fmt: skip
+
+
+def verdicts(scores: pd.DataFrame, metrics: Sequence[tuple[str, bool]], alpha: float = ALPHA) -> list[RankVerdict]:
+    """``verdict`` for each (metric column, higher is better) pair, in that order."""
+    return [verdict(scores, metric, higher, alpha) for metric, higher in metrics]
+
+
+# -- the pieces ------------------------------------------------------------------------------
+
+
+def _complete_table(scores: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Data set x variant scores of the complete data sets, and the incomplete ones with what they lack."""
+    if not isinstance(scores, pd.DataFrame):
+        raise TypeError(f"scores must be a pandas DataFrame, got {type(scores).__name__}")
+    missing = [c for c in (*KEYS, metric) if c not in scores.columns]
+    if missing:
+        raise ValueError(f"scores lack column(s) {missing}; columns present: {list(scores.columns)}")
+    frame = scores[[*KEYS, metric]].copy()
+    frame[list(KEYS)] = frame[list(KEYS)].astype(str)
+    values = pd.to_numeric(frame[metric], errors="coerce")
+    bad = frame.loc[values.isna() & frame[metric].notna(), metric]
+    if len(bad):
+        raise ValueError(f"metric {metric!r} holds non-numeric values, e.g. {bad.iloc[0]!r}")
+    frame[metric] = values
+    repeated = frame[frame.duplicated(list(KEYS), keep=False)][list(KEYS)].drop_duplicates()
+    if len(repeated):
+        pairs = ", ".join(f"({d}, {v})" for d, v in repeated.itertuples(index=False))
+        raise ValueError(
+            f"scores must have one row per (dataset, variant); repeated: {pairs}. Average the seeds first: "
+            f"runs.groupby(['dataset', 'variant'], as_index=False)[{metric!r}].mean()"
+        )
+    datasets = list(dict.fromkeys(frame["dataset"]))
+    variants = list(dict.fromkeys(frame["variant"]))
+    table = frame.pivot(index="dataset", columns="variant", values=metric).reindex(index=datasets, columns=variants)
+    table.index.name, table.columns.name = "dataset", "variant"
+    incomplete = table.isna().any(axis=1)
+    dropped = {d: [v for v in variants if pd.isna(table.loc[d, v])] for d in table.index[incomplete]}
+    return table[~incomplete].astype(float), dropped
+
+
+def _notes(n: int, k: int, dropped: dict[str, list[str]], alpha: float) -> list[str]:
+    notes = []
+    for dataset, lacking in dropped.items():
+        notes.append(f"Data set {dataset!r} is left out: no score for {', '.join(lacking)}.")
+    if n < 2 or k < 2:
+        notes.append(f"The tests need at least 2 variants and 2 complete data sets; there are {k} variant(s) and "
+                     f"{n} data set(s): only the average ranks are given.")  # fmt: skip
+        return notes
+    if k == 2:
+        notes.append("Two variants: Friedman's test is not computed (scipy needs 3); for two methods Demšar "
+                     "(2006) recommends the Wilcoxon signed-rank test over data sets, given in the pairwise "
+                     "table.")  # fmt: skip
+    if n < FEW_DATASETS:
+        notes.append(f"Only {n} data sets: every test here has little power, read the ranks as descriptive.")
+    pairs = k * (k - 1) // 2
+    smallest = min(1.0, pairs * 2.0 / 2**n)  # exact two-sided Wilcoxon, all N differences of one sign, no ties
+    if smallest >= alpha:
+        notes.append(f"With {n} data sets and {pairs} pair(s), no pair can be significant under Wilcoxon-Holm: the "
+                     f"smallest possible adjusted p is {pairs} x 2/2^{n} = {smallest:.3g}.")  # fmt: skip
+    return notes
+
+
+def _iman_davenport(chi2: float, n: int, k: int) -> tuple[float, float]:
+    """Iman and Davenport's F = (N-1) chi2 / (N(k-1) - chi2) with (k-1, (k-1)(N-1)) degrees of freedom."""
+    denominator = n * (k - 1) - chi2
+    if denominator <= 0:  # every data set ranks the variants the same way, without ties
+        return float("inf"), 0.0
+    f = (n - 1) * chi2 / denominator
+    return float(f), float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))
+
+
+def _nemenyi(ranks: pd.DataFrame) -> pd.DataFrame:
+    import scikit_posthocs
+
+    # Nemenyi reads only differences of average ranks, so re-ranking the ranks changes nothing.
+    p = scikit_posthocs.posthoc_nemenyi_friedman(ranks.to_numpy(float))
+    return pd.DataFrame(p.to_numpy(float), index=ranks.columns, columns=ranks.columns)
+
+
+def _pairwise(table, ranks, average, nemenyi, metric, higher, alpha, testable) -> pd.DataFrame:
+    names = list(average.index)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            diff = table[a] - table[b]
+            better = diff > 0 if higher else diff < 0
+            worse = diff < 0 if higher else diff > 0
+            statistic = p = float("nan")
+            if testable:
+                result = stats.wilcoxon(table[a].to_numpy(float), table[b].to_numpy(float), zero_method="zsplit")
+                statistic, p = float(result.statistic), float(result.pvalue)
+            nemenyi_p = float(nemenyi.loc[a, b])
+            rows.append({
+                "metric": metric, "variant_a": a, "variant_b": b, "n_datasets": len(table),
+                "mean_diff": float(diff.mean()) if len(diff) else float("nan"), "a_wins": int(better.sum()),
+                "ties": int((diff == 0).sum()), "b_wins": int(worse.sum()),
+                "rank_diff": float(average[a] - average[b]), "nemenyi_p": nemenyi_p,
+                "nemenyi_significant": bool(nemenyi_p < alpha), "wilcoxon_statistic": statistic, "wilcoxon_p": p,
+            })  # fmt: skip
+    adjusted = holm([r["wilcoxon_p"] for r in rows])
+    for row, p_holm in zip(rows, adjusted):
+        row["wilcoxon_p_holm"] = float(p_holm)
+        row["wilcoxon_significant"] = bool(p_holm < alpha)
+    return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
+
+
+# -- plain tables ----------------------------------------------------------------------------
+
+
+def rank_frame(results: Sequence[RankVerdict]) -> pd.DataFrame:
+    """One row per (metric, variant): ``RANK_COLUMNS``, the metric's Friedman result and CD repeated on each row."""
+    rows = []
+    for r in results:
+        for variant, rank in r.average_ranks.items():
+            rows.append({
+                "metric": r.metric, "higher_is_better": r.higher_is_better, "variant": variant,
+                "average_rank": float(rank), "n_datasets": r.n_datasets, "n_variants": len(r.average_ranks),
+                "friedman_chi2": r.friedman_chi2, "friedman_p": r.friedman_p, "iman_davenport_f": r.iman_davenport_f,
+                "iman_davenport_p": r.iman_davenport_p, "q_alpha": r.q_alpha, "cd": r.cd, "alpha": r.alpha,
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=RANK_COLUMNS)
+
+
+def pairwise_frame(results: Sequence[RankVerdict]) -> pd.DataFrame:
+    """Every verdict's pairwise rows (``PAIRWISE_COLUMNS``), metric after metric."""
+    frames = [r.pairwise for r in results if len(r.pairwise)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAIRWISE_COLUMNS)
+
+
+def title(metric: str) -> str:
+    """The report's column title of a metric (``micro_f1`` or ``test_micro_f1`` -> micro-F1), else the name."""
+    titles = {key: text for key, text, _ in COLUMNS}
+    return titles.get(metric.removeprefix("test_"), metric)
+
+
+def average_rank_table(results: Sequence[RankVerdict]) -> Table:
+    """Variants x metrics of average ranks (best of each metric in bold), variants in the first metric's order."""
+    order = list(dict.fromkeys(v for r in results for v in r.variants))
+    header = ["Variant", *(title(r.metric) for r in results)]
+    rows = []
+    for variant in order:
+        cells = [Cell(variant)]
+        for r in results:
+            rank = r.average_ranks.get(variant, np.nan)
+            best = bool(len(r.ranks)) and rank == r.average_ranks.min()
+            cells.append(Cell("–" if np.isnan(rank) else f"{rank:.2f}", bold=best))
+        rows.append(cells)
+    counts = ", ".join(f"{title(r.metric)}: {r.n_datasets}" for r in results)
+    return Table(header, rows, notes=[f"Average rank over data sets (1 = best). Data sets per metric: {counts}."])
+
+
+def omnibus_table(results: Sequence[RankVerdict]) -> Table:
+    header = ["Metric", "Data sets", "Variants", "Friedman χ²", "p", "Iman-Davenport F", "p (F)", "Differ",
+              "q_alpha", "CD (Nemenyi)"]  # fmt: skip
+    rows = [
+        [Cell(title(r.metric)), Cell(str(r.n_datasets)), Cell(str(len(r.average_ranks))), Cell(_num(r.friedman_chi2)),
+         Cell(_p(r.friedman_p)), Cell(_num(r.iman_davenport_f)), Cell(_p(r.iman_davenport_p)),
+         Cell("–" if np.isnan(r.iman_davenport_p) else ("yes" if r.differ else "no"), bold=r.differ),
+         Cell(_num(r.q_alpha)), Cell(_num(r.cd))]
+        for r in results
+    ]  # fmt: skip
+    alpha = results[0].alpha if results else ALPHA
+    return Table(header, rows, notes=[f"Differ = Iman-Davenport p < {alpha}. CD at alpha = {alpha}."])
+
+
+def pairwise_table(result: RankVerdict) -> Table:
+    """The pairs of one metric: difference, wins, Nemenyi p, Wilcoxon p raw and Holm-adjusted."""
+    header = ["Pair", "Mean Δ", "Wins / ties / losses", "Δ rank", "Nemenyi p", "Wilcoxon p", "Wilcoxon p (Holm)",
+              "Significant (Holm)"]  # fmt: skip
+    rows = [
+        [Cell(f"{r.variant_a} vs {r.variant_b}"), Cell(_num(r.mean_diff, "+.4f")),
+         Cell(f"{r.a_wins} / {r.ties} / {r.b_wins}"), Cell(_num(r.rank_diff, "+.2f")), Cell(_p(r.nemenyi_p)),
+         Cell(_p(r.wilcoxon_p)), Cell(_p(r.wilcoxon_p_holm)),
+         Cell("–" if np.isnan(r.wilcoxon_p_holm) else ("yes" if r.wilcoxon_significant else "no"),
+              bold=r.wilcoxon_significant)]
+        for r in result.pairwise.itertuples()
+    ]  # fmt: skip
+    direction = "higher" if result.higher_is_better else "lower"
+    notes = [f"Δ = mean over data sets of (first − second) in {title(result.metric)} ({direction} is better); wins "
+             "count the data sets where the first variant is better. Δ rank < 0: the first ranks better."]  # fmt: skip
+    return Table(header, rows, notes=notes)
+
+
+def per_dataset_table(result: RankVerdict) -> Table:
+    """Data sets x variants: each score with its rank in brackets."""
+    names = result.variants
+    rows = [
+        [Cell(dataset)] + [Cell(f"{result.scores.loc[dataset, v]:.4f} ({result.ranks.loc[dataset, v]:g})",
+                                bold=result.ranks.loc[dataset, v] == 1) for v in names]
+        for dataset in result.ranks.index
+    ]  # fmt: skip
+    return Table(["Data set", *names], rows)
+
+
+def _num(value: float, fmt: str = ".3f") -> str:
+    return "–" if np.isnan(value) else ("∞" if np.isinf(value) else format(value, fmt))
+
+
+def _p(value: float) -> str:
+    if np.isnan(value):
+        return "–"
+    return f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def write(results: Sequence[RankVerdict], folder: Path, heading: str = "Ranks across data sets") -> list[Path]:
+    """Write ranks.md, ranks.csv (``rank_frame``), ranks_pairwise.csv (``pairwise_frame``) and, where a metric
+    could be tested, critical_difference.png (Nemenyi) and critical_difference_wilcoxon.png (Wilcoxon-Holm)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "ranks.csv", folder / "ranks_pairwise.csv", folder / "ranks.md"]
+    rank_frame(results).to_csv(written[0], index=False)
+    pairwise_frame(results).to_csv(written[1], index=False)
+    written[2].write_text(report_markdown(results, heading))
+    for test, name in (("nemenyi", "critical_difference.png"), ("wilcoxon", "critical_difference_wilcoxon.png")):
+        path = critical_difference_diagram(results, folder / name, test=test)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+def report_markdown(results: Sequence[RankVerdict], heading: str = "Ranks across data sets") -> str:
+    parts = [f"# {heading}\n", METHOD_NOTE + "\n", "## Average ranks\n", markdown(average_rank_table(results)),
+             "## Omnibus test\n", markdown(omnibus_table(results))]  # fmt: skip
+    for r in results:
+        parts.append(f"## {title(r.metric)}\n")
+        if r.notes:
+            parts.append("\n".join(f"- {note}" for note in r.notes) + "\n")
+        if len(r.pairwise):
+            parts.append(markdown(pairwise_table(r)))
+        if len(r.ranks):
+            parts.append(markdown(per_dataset_table(r)))
+    return "\n".join(parts)
+
+
+def critical_difference_diagram(results: Sequence[RankVerdict], path: Path, test: str = "nemenyi") -> Path | None:
+    """Demšar's diagram, one panel per metric that could be tested: the average ranks on an axis (1 = best, on
+    the left), each variant named, bars joining groups not significantly different at alpha (``test``:
+    "nemenyi", whose CD is drawn above the axis, or "wilcoxon", Holm-adjusted); None when no metric could be
+    tested (fewer than 2 variants or data sets)."""
+    import matplotlib.pyplot as plt
+    import scikit_posthocs
+
+    from reports.plots import DPI  # also selects the Agg backend
+
+    if test not in ("nemenyi", "wilcoxon"):
+        raise ValueError(f"test must be 'nemenyi' or 'wilcoxon', got {test!r}")
+    drawable = [r for r in results if r.n_datasets >= 2 and len(r.average_ranks) >= 2]
+    if not drawable:
+        return None
+    heights = [1.2 + 0.32 * len(r.average_ranks) for r in drawable]
+    fig, axes = plt.subplots(len(drawable), 1, figsize=(8, sum(heights) + 0.4), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    try:
+        for ax, r in zip(axes[:, 0], drawable):
+            k = len(r.average_ranks)
+            pvalues = r.nemenyi if test == "nemenyi" else r.wilcoxon_matrix()
+            scikit_posthocs.critical_difference_diagram(
+                r.average_ranks, pvalues.fillna(1.0), alpha=r.alpha, ax=ax,
+                label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
+            )  # fmt: skip
+            ax.set_xlim(0.8, k + 0.2)
+            ax.set_xticks(range(1, k + 1))
+            bottom = ax.get_ylim()[0]
+            if test == "nemenyi":  # Demšar's CD interval, from rank 1, above the tick labels
+                ax.plot([1, 1 + r.cd], [1.3, 1.3], color="k", linewidth=1.5)
+                ax.plot([1, 1, np.nan, 1 + r.cd, 1 + r.cd], [1.15, 1.45, np.nan, 1.15, 1.45], color="k", linewidth=1)
+                ax.text(1 + r.cd / 2, 1.55, f"CD = {r.cd:.2f}", ha="center", va="bottom", fontsize=9)
+            ax.set_ylim(bottom, 2.3 if test == "nemenyi" else 0.9)
+            how = "Nemenyi" if test == "nemenyi" else "Wilcoxon signed-rank, Holm"
+            ax.set_title(f"{title(r.metric)}: average rank over {r.n_datasets} data sets; bars join variants not "
+                         f"significantly different ({how}, alpha {r.alpha})", fontsize=9)  # fmt: skip
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
