@@ -281,6 +281,7 @@ def _work(plan: Plan, worker: int, overall=None) -> int:
     import torch
 
     quiet_libraries(plan.options.verbose)
+    models.load_plugins(plan.study.plugins, Path("/"))  # a worker process imports the study's own models too
     if plan.options.workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.options.workers))
     client = tracking.client_for(plan.tracking_uri)

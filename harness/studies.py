@@ -86,6 +86,8 @@ class Study:
     sweep: dict = field(default_factory=dict)  # {field: [values]}: one-at-a-time sensitivity settings
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tags: dict = field(default_factory=dict)  # free-form, copied onto the MLflow experiment
+    plugins: tuple[str, ...] = ()  # model files (absolute paths) or dotted modules the variants come from
+    plugin_digests: dict = field(default_factory=dict)  # plugin -> hash of its source: its code is results-relevant
     quick: bool = False  # a smoke test: results go to their own experiment, never among real ones
     source: str = "<memory>"
 
@@ -127,7 +129,7 @@ class Study:
         keyed = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("name", "description", "variants", "seeds", "trials", "source", "datasets", "tags")
+            if k not in ("name", "description", "variants", "seeds", "trials", "source", "datasets", "tags", "plugins")
         }
         return _digest(keyed)
 
@@ -245,6 +247,7 @@ _TYPES = {
     "seeds": list,
     "variants": list,
     "tags": dict,
+    "plugins": list,
 }
 _DATASET_ENTRY_FIELDS = ("name", "label", "data_path", "options")
 
@@ -291,6 +294,8 @@ def from_dict(raw, source: str = "<memory>") -> Study:
             want = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
             fail(key, f"must be {want}, got {type(value).__name__} {value!r}")
 
+    base_dir = Path(source).resolve().parent if source != "<memory>" else Path.cwd()
+    plugins, digests = _plugins(raw.get("plugins", []), base_dir, fail)
     variants = raw["variants"]
     if not variants:
         fail("variants", "must list at least one variant")
@@ -322,7 +327,12 @@ def from_dict(raw, source: str = "<memory>") -> Study:
     search_space = tuple(_search_param(name, spec, fail) for name, spec in raw.get("search_space", {}).items())
     if search_space and raw.get("trials", 0) == 0:
         fail("trials", "a search space needs a trial budget > 0")
-    base_dir = Path(source).resolve().parent if source != "<memory>" else Path.cwd()
+    for variant in variants:
+        if models.source(variant) in plugins:
+            try:
+                models.check_contract(variant)
+            except models.PluginError as exc:
+                fail("plugins", str(exc))
     values = {k: v for k, v in raw.items() if k not in ("search_space", "dataset", "dataset_options", "data_path")}
     values.update(
         variants=tuple(variants),
@@ -331,8 +341,35 @@ def from_dict(raw, source: str = "<memory>") -> Study:
         source=source,
         overrides=_numbers(values.get("overrides", {})),
         datasets=_data_sources(raw, base_dir, fail),
+        plugins=tuple(plugins),
+        plugin_digests=digests,
     )
     return Study(**values)
+
+
+def _plugins(entries: list, base_dir: Path, fail) -> tuple[list[str], dict]:
+    """Load the study's plugins (their ``@register``ed models become valid variants); files are
+    resolved relative to the study file. Returns the resolved entries and a hash of each one's
+    source, so that editing a plugin makes a new configuration."""
+    import importlib.util
+
+    import models
+
+    resolved = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            fail("plugins", f"must list file paths or module names, got {entry!r}")
+        is_file = entry.endswith(".py") or "/" in entry
+        resolved.append(str((base_dir / Path(entry).expanduser()).resolve()) if is_file else entry)
+    try:
+        models.load_plugins(resolved, base_dir)
+    except models.PluginError as exc:
+        fail("plugins", str(exc))
+    digests = {}
+    for entry in resolved:
+        origin = entry if entry.endswith(".py") else importlib.util.find_spec(entry).origin
+        digests[entry] = hashlib.sha1(Path(origin).read_bytes()).hexdigest()[:12] if origin else "unknown"
+    return resolved, digests
 
 
 def _data_sources(raw: dict, base_dir: Path, fail) -> tuple[DataSource, ...]:

@@ -368,11 +368,46 @@ def test_example_study_names_the_plugin_and_its_variants():
     from harness import studies
 
     path = EXAMPLES / "my_study.yaml"
-    raw = yaml.safe_load(path.read_text())
-    assert raw.pop("plugins") == ["my_models.py"]  # the field the study loader reads (harness/studies.py)
-    load_plugins(["my_models.py"], path.parent)
-    study = studies.from_dict(raw, source=str(path))
+    study = studies.load(path)  # loading the study loads its plugins: their models are valid variants
+    assert study.plugins == (str(EXAMPLES / "my_models.py"),)
     assert study.variants == ("mean_pool_mlp", "carat") and study.seeds == (1, 2) and study.epochs == 2
+
+
+NOT_A_MODEL = '''
+import models
+
+
+@models.register
+def oops(spec, preset="small"):
+    """Builds something that is no model."""
+    return object()
+'''
+
+
+def test_a_study_with_a_broken_plugin_is_refused_naming_the_plugin(tmp_path):
+    from harness import studies
+
+    (tmp_path / "oops.py").write_text(NOT_A_MODEL)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "s", "plugins": ["oops.py"], "variants": ["oops"]}))
+    with pytest.raises(studies.StudyError, match=r"s\.yaml: field 'plugins': .*oops"):
+        studies.load(tmp_path / "s.yaml")
+
+
+def test_editing_a_plugin_makes_a_new_configuration(tmp_path):
+    from harness import studies
+
+    source = (EXAMPLES / "my_models.py").read_text()
+    copy = source.replace("mean_pool_mlp", "mean_pool_mlp_copy").replace("label_prior", "label_prior_copy")
+    (tmp_path / "m.py").write_text(copy)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "s", "plugins": ["m.py"],
+                                                     "variants": ["mean_pool_mlp_copy"]}))  # fmt: skip
+    before = studies.load(tmp_path / "s.yaml")
+    (tmp_path / "m2.py").write_text(copy.replace("_copy", "_copy2") + "\n# an edit\n")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "s", "plugins": ["m2.py"],
+                                                     "variants": ["mean_pool_mlp_copy2"]}))  # fmt: skip
+    after = studies.load(tmp_path / "s.yaml")
+    assert before.plugin_digests != after.plugin_digests and before.fingerprint() != after.fingerprint()
+
 
 
 def test_invoke_variants_lists_plugins_and_reports_a_broken_one(repo_root, tmp_path):
