@@ -69,8 +69,22 @@ def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str, descri
     current = experiment.tags if experiment is not None else {}
     for key, value in wanted.items():
         if current.get(key) != str(value):
-            client.set_experiment_tag(experiment_id, key, str(value))
+            _retrying_races(lambda: client.set_experiment_tag(experiment_id, key, str(value)))
     return experiment_id
+
+
+def _retrying_races(call, attempts: int = 4) -> None:
+    """Run an MLflow write that its stores implement as check-then-insert (a dataset, an experiment
+    tag): machines writing the same row at the same moment collide on its unique key, and the
+    loser's retry finds the row there and updates it."""
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 class TrackedRun:
@@ -99,16 +113,7 @@ class TrackedRun:
         dataset = Dataset(name=name, digest=digest[:36], source_type="harness", source=json.dumps({"source": source}),
                           profile=json.dumps(profile))  # fmt: skip
         inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])]
-        for attempt in range(3):
-            try:
-                self.client.log_inputs(self.run_id, inputs)
-                return
-            except MlflowException:
-                # MLflow's stores insert a new dataset with a check-then-insert: workers logging the
-                # same data at the same moment collide on its unique key. The retry finds it there.
-                if attempt == 2:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        _retrying_races(lambda: self.client.log_inputs(self.run_id, inputs))
 
     def set_tags(self, tags: dict) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
