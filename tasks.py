@@ -68,6 +68,10 @@ def _print_outcome(outcome, options):
         keys = ["variant", "dataset", "setting"] if table["dataset"].nunique() > 1 else ["variant", "setting"]
         summary = table.groupby(keys, sort=False)["test_micro_f1"].agg(["mean", "std", "count"])
         print(f"\nStudy {outcome.study}: test micro-F1 over seeds\n{summary.round(4).to_string()}")
+        flagged = [u for u in outcome.finished if isinstance(u.get("degenerate"), str)]
+        for unit in flagged:
+            print(f"WARNING: {unit['variant']} seed {unit['seed']} ({unit['setting']}, {unit['dataset']}) is no "
+                  f"finding: {unit['degenerate']}", file=sys.stderr)  # fmt: skip
     for unit in outcome.failed:
         print(f"FAILED {unit['variant']} seed {unit['seed']} ({unit['setting']}): {unit['reason']}", file=sys.stderr)
     uri = f" --tracking-uri {redact(options.tracking_uri)}" if options.tracking_uri else ""

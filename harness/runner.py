@@ -424,8 +424,8 @@ class _Worker:
             except BaseException as exc:  # interrupted: fail both records, then stop
                 claim.fail(f"interrupted: {type(exc).__name__}")
                 raise
-            if result.resumed_from_epoch:
-                run.set_tags({"resumed_from_epoch": result.resumed_from_epoch})
+            flags = {"resumed_from_epoch": result.resumed_from_epoch, "degenerate": result.degenerate}
+            run.set_tags({k: v for k, v in flags.items() if v})
             config = _resolved_config(plan, unit, train_cfg, model, claim.number)
             run.log_result(result, data.label_names, data.modalities, config, keep_latents=unit.phase == "repeat")
             # Optuna's COMPLETE is the commit point, so the run ends first: if this worker dies in

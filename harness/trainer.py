@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from harness.config import TrainConfig
 from harness.data.dataset import MultimodalDataset, Split
-from harness.metrics import multilabel_metrics, per_label_f1, tune_thresholds
+from harness.metrics import is_constant_predictor, multilabel_metrics, per_label_f1, score_spread, tune_thresholds
 from harness.optim import build_optimizer
 from models.base import ClassicModel, NeuralModel
 
@@ -61,7 +61,8 @@ class TrainResult:
     n_parameters: int
     latents: np.ndarray | None = field(default=None, repr=False)  # (N, M, C, dz) on test, if the model has them
     resumed_from_epoch: int = 0  # the last epoch restored from a checkpoint (0: trained from scratch)
-    diagnostics: dict[str, float] = field(default_factory=dict)  # see ``harness.metrics.diagnose``
+    diagnostics: dict[str, float] = field(default_factory=dict)  # score spreads and the prior's validation F1
+    degenerate: str | None = None  # why this result is no finding (constant, no better than the prior), else None
 
 
 def seed_everything(seed: int, device: str = "cpu") -> None:
@@ -116,7 +117,8 @@ def _fit_classic(model: ClassicModel, data, cfg, on_epoch) -> TrainResult:
         on_epoch(1, history[0])
     test = data.splits["test"]
     test_scores = model.predict_scores(test.features, test.masks)
-    return _result(history, 1, val_metrics, test.labels, test_scores, thresholds, started, _count_classic(model))
+    result = _result(history, 1, val_metrics, test.labels, test_scores, thresholds, started, _count_classic(model))
+    return _diagnose(result, model, data, val_scores)
 
 
 def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_label, progress_position) -> TrainResult:
@@ -183,6 +185,32 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
                      n_params)  # fmt: skip
     result.latents = _latents(model, test, device)
     result.resumed_from_epoch = state.restored_epoch
+    return _diagnose(result, model, data, val_scores)
+
+
+def _diagnose(result: TrainResult, model, data: MultimodalDataset, val_scores: np.ndarray) -> TrainResult:
+    """Flag a result that is no finding: a model that predicts the same scores for every test
+    sample, or one no better on validation than the label prior (each label's training frequency
+    as every sample's score, at the same thresholds). A model that is a constant by design (the
+    ``prior`` baseline: ``predicts_constant = True``) is the floor, not a failure."""
+    valid = data.splits["valid"]
+    prior = np.broadcast_to(data.splits["train"].labels.mean(axis=0), valid.labels.shape)
+    prior_f1 = multilabel_metrics(valid.labels, prior, result.thresholds)["micro_f1"]
+    result.diagnostics = {
+        "test_score_spread": score_spread(result.test_scores),
+        "val_score_spread": score_spread(val_scores),
+        "val_micro_f1_prior": prior_f1,
+    }
+    if getattr(model, "predicts_constant", False):
+        return result
+    reasons = []
+    if is_constant_predictor(result.test_scores):
+        reasons.append(f"constant predictor (test scores vary by at most {result.diagnostics['test_score_spread']:.4f} "
+                       "across samples)")  # fmt: skip
+    if result.val_metrics["micro_f1"] <= prior_f1:
+        reasons.append(f"no better than the label prior on validation (micro-F1 {result.val_metrics['micro_f1']:.3f} "
+                       f"<= {prior_f1:.3f})")  # fmt: skip
+    result.degenerate = "; ".join(reasons) or None
     return result
 
 

@@ -30,6 +30,8 @@ PRIOR_PRESETS: dict[str, dict] = {"paper": {}, "small": {}}
 class LabelPrior(ClassicModel):
     """Scores every sample with the label frequencies of the training split."""
 
+    predicts_constant = True  # by design: the floor other models are compared with, never flagged as degenerate
+
     def __init__(self, spec, config: PriorConfig):
         self.spec = spec
         self.config = config
