@@ -65,9 +65,13 @@ def _print_outcome(outcome, options):
         import pandas as pd
 
         table = pd.DataFrame(outcome.finished)
+        table["flagged"] = table.get("degenerate", pd.Series(index=table.index, dtype=object)).apply(
+            lambda reason: isinstance(reason, str))  # fmt: skip
         keys = ["variant", "dataset", "setting"] if table["dataset"].nunique() > 1 else ["variant", "setting"]
-        summary = table.groupby(keys, sort=False)["test_micro_f1"].agg(["mean", "std", "count"])
-        print(f"\nStudy {outcome.study}: test micro-F1 over seeds\n{summary.round(4).to_string()}")
+        summary = table.groupby(keys, sort=False).agg(mean=("test_micro_f1", "mean"), std=("test_micro_f1", "std"),
+                                                      seeds=("test_micro_f1", "count"), flagged=("flagged", "sum"))
+        print(f"\nStudy {outcome.study}: test micro-F1 over seeds (flagged: runs that are no finding)\n"
+              f"{summary.round(4).to_string()}")  # fmt: skip
         flagged = [u for u in outcome.finished if isinstance(u.get("degenerate"), str)]
         for unit in flagged:
             print(f"WARNING: {unit['variant']} seed {unit['seed']} ({unit['setting']}, {unit['dataset']}) is no "
