@@ -5,10 +5,50 @@ Each task is a thin shell: parse options, call the library, print where to look.
 import os
 import sys
 
-from invoke import task
+from invoke import Argument, Task, task
 from invoke.exceptions import Exit
 
 from harness.presets import PRESETS  # the one list of preset names (no heavy imports)
+
+SHORT_FLAGS = {"study": "s", "dataset": "d", "seeds": "n", "epochs": "e", "trials": "t", "workers": "w",
+               "preset": "p", "quick": "q", "verbose": "v", "out": "o", "port": "p", "json": "j"}  # fmt: skip
+WHOLE_NUMBERS = ("seeds", "epochs", "trials", "workers", "port", "batch", "steps", "threads")
+
+
+class HarnessTask(Task):
+    """invoke's Task with the harness's conventions: whole-number options are typed (``--seeds=INT``
+    in the help; a bad value is one clear error, exit 2, not a traceback), and the short flags are
+    the ones above instead of invoke's first free letter of each name (which made ``-e`` mean
+    ``--seeds``). ``-h`` stays help."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in WHOLE_NUMBERS:
+            opts["kind"] = int
+        if name in SHORT_FLAGS and SHORT_FLAGS[name] not in taken_names:
+            opts["names"].append(SHORT_FLAGS[name])
+        return opts
+
+    def get_arguments(self, ignore_unknown_help=None):
+        arguments = super().get_arguments(ignore_unknown_help)
+        for argument in arguments:
+            if argument.kind is int:
+                argument.__class__ = _WholeNumber  # invoke builds plain Arguments; only the error differs
+        return arguments
+
+
+class _WholeNumber(Argument):
+    def set_value(self, value, cast=True):
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            raise Exit(f"error: --{self.name.replace('_', '-')} must be a whole number, got {value!r}", code=2) from None
+
+
+def harness_task(*args, **kwargs):
+    """``@task`` with :class:`HarnessTask` and no automatic short flags."""
+    return task(*args, klass=HarnessTask, auto_shortflags=False, **kwargs)
+
 
 RUN_HELP = {
     "study": "study name (a file in studies/) or path to a study YAML",
@@ -88,7 +128,7 @@ def _print_outcome(outcome, options):
     )
 
 
-@task(help=RUN_HELP)
+@harness_task(help=RUN_HELP)
 def ablate(c, study="no_shuffle", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
            preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False,
            keep_checkpoints=False, checkpoint_dir=None, verbose=False):  # fmt: skip
@@ -96,7 +136,7 @@ def ablate(c, study="no_shuffle", dataset=None, data_path=None, seeds=None, epoc
     _run_study(study, tune_only=False, **_options(locals()))
 
 
-@task(help=RUN_HELP)
+@harness_task(help=RUN_HELP)
 def tune(c, study="tune", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
          preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False,
          keep_checkpoints=False, checkpoint_dir=None, verbose=False):  # fmt: skip
@@ -107,17 +147,10 @@ def tune(c, study="tune", dataset=None, data_path=None, seeds=None, epochs=None,
 def _options(values: dict) -> dict:
     keep = ("dataset", "data_path", "seeds", "epochs", "trials", "preset", "device", "workers", "storage",
             "tracking_uri", "quick", "keep_checkpoints", "checkpoint_dir", "verbose")  # fmt: skip
-    out = {k: values[k] for k in keep}
-    for key in ("seeds", "epochs", "trials", "workers"):  # invoke passes option values as given
-        if out[key] is not None:
-            try:
-                out[key] = int(out[key])
-            except ValueError:
-                raise Exit(f"error: --{key} must be a whole number, got {out[key]!r}", code=2) from None
-    return out
+    return {k: values[k] for k in keep}
 
 
-@task(iterable=["plugin"], help={
+@harness_task(iterable=["plugin"], help={
     "plugin": "a plugin .py file (relative to the current folder) or dotted module whose models are listed too; "
               "repeatable",
     "check": "also build each plugin model on tiny data and check the model contract (README: Bring your own model)",
@@ -142,7 +175,7 @@ def variants(c, plugin=None, check=False):
         print(f"\nmodel contract checked: {', '.join(added)}")
 
 
-@task(name="studies")
+@harness_task(name="studies")
 def list_studies(c):
     """List the shipped studies with their variants."""
     from harness import studies
@@ -152,16 +185,43 @@ def list_studies(c):
         print(f"{name:<18} {', '.join(study.variants)}\n{'':<18} {study.description}")
 
 
-@task(help={"tracking_uri": "MLflow store (default runs/mlflow.db)", "host": "interface to bind (default 127.0.0.1)",
-            "port": "port (default 5000)"})  # fmt: skip
+@harness_task(help={
+    "tracking_uri": "MLflow store (default runs/mlflow.db)",
+    "host": "interface to bind (default 127.0.0.1: this machine only)",
+    "port": "port (default 5000)",
+})  # fmt: skip
 def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
-    """Start the MLflow UI on the study store (localhost only unless --host is given)."""
+    """Start the MLflow UI on the study store, with links that open each study ready to compare."""
     from harness.storage import prepare_tracking, redact
+    from harness.tracking import client_for, view_links
 
     uri = prepare_tracking(tracking_uri)
-    print(f"MLflow UI for {redact(uri)} at http://{host}:{port}  (Ctrl-C to stop)")
+    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"MLflow UI for {redact(uri)} at {address}  (Ctrl-C to stop)")
+    for experiment in client_for(uri).search_experiments():
+        for view, link in sorted(view_links(experiment, address).items()):
+            print(f"  {experiment.name:<24} {view:<9} {link}")
     # The URI travels in the environment, not the command line, so a password never shows in `ps`.
     c.run(f"mlflow server --host {host} --port {port} --workers 1", env={"MLFLOW_BACKEND_STORE_URI": uri}, pty=False)
+
+
+@harness_task(help={
+    "storage": "Optuna storage: a journal file or postgresql://... (default runs/optuna.journal)",
+    "host": "interface to bind (default 127.0.0.1: this machine only)",
+    "port": "port (default 8080)",
+})  # fmt: skip
+def dashboard(c, storage=None, host="127.0.0.1", port=8080):
+    """Start optuna-dashboard on the studies' Optuna storage: tuning histories, importances, trials."""
+    from optuna_dashboard import run_server
+
+    from harness.storage import DEFAULT_STORAGE, StorageError, open_optuna_storage, redact
+
+    try:
+        backend = open_optuna_storage(storage)
+    except StorageError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    print(f"optuna-dashboard for {redact(storage or DEFAULT_STORAGE)} at http://{host}:{port}  (Ctrl-C to stop)")
+    run_server(backend, host=host, port=port)
 
 
 DATA_HELP = {
@@ -172,7 +232,7 @@ DATA_HELP = {
 }
 
 
-@task(help=DATA_HELP, iterable=["option"])
+@harness_task(help=DATA_HELP, iterable=["option"])
 def data(c, dataset="synthetic", data_path=None, option=None, json=False):
     """Load a data set and summarise it: modalities (T, D), labels, per-split sizes and label counts."""
     import json as json_lib
@@ -217,7 +277,7 @@ REPORT_HELP = {
 }
 
 
-@task(help=REPORT_HELP, iterable=["study"])
+@harness_task(help=REPORT_HELP, iterable=["study"])
 def report(c, study=None, tracking_uri=None, storage=None, out=None):
     """Write tables (Markdown, LaTeX, CSV), significance tests and figures of finished studies to one index.html."""
     from pathlib import Path
@@ -250,7 +310,7 @@ BENCH_HELP = {
 }
 
 
-@task(help=BENCH_HELP)
+@harness_task(help=BENCH_HELP)
 def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, json=False, studies=True, out=None):
     """Benchmark training-step time, peak memory and throughput (and whole-study wall time)."""
     import json as json_lib
@@ -261,7 +321,6 @@ def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, json=False
     from harness import bench as benchmarks
     from harness.storage import RUNS_DIR
 
-    batch, steps, threads = int(batch), int(steps), int(threads)
     try:
         if only:
             results = [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False)]

@@ -241,7 +241,8 @@ def _check_variants_build(study: Study, data) -> None:
 def _experiment_tags(study: Study) -> dict:
     tags = {"study": study.name, "study_file": study.source, "quick": str(study.quick).lower(),
             "datasets": ", ".join(d.name for d in study.datasets), "planned_variants": " ".join(study.variants),
-            "planned_seeds": " ".join(map(str, study.seeds)), **study.tags}  # fmt: skip
+            "planned_seeds": " ".join(map(str, study.seeds)), **tracking.view_tags(len(study.datasets) > 1),
+            **study.tags}  # fmt: skip
     return {k: v for k, v in tags.items() if v is not None}
 
 

@@ -13,6 +13,7 @@ Reading results back is ``harness.results``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import tempfile
 import time
@@ -65,12 +66,77 @@ def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str, descri
             experiment_id = experiment.experiment_id
     else:
         experiment_id = experiment.experiment_id
-    wanted = {**(tags or {}), **({"mlflow.note.content": description} if description else {})}
+    # "custom_model_development": MLflow 3's UI then opens the experiment on its runs table (model
+    # training), not on its GenAI traces overview.
+    wanted = {"mlflow.experimentKind": "custom_model_development", **(tags or {}),
+              **({"mlflow.note.content": description} if description else {})}  # fmt: skip
     current = experiment.tags if experiment is not None else {}
     for key, value in wanted.items():
         if current.get(key) != str(value):
             _retrying_races(lambda: client.set_experiment_tag(experiment_id, key, str(value)))
     return experiment_id
+
+
+# -- saved views of the MLflow UI ----------------------------------------------------------------
+# The UI keeps its runs-table state (columns, grouping, filter) in the browser, not in the URL,
+# but it opens a view shared as an experiment tag ``mlflow.sharedViewState.<key>`` when the URL
+# says ``?viewStateShareKey=<key>`` (what its "Share" button writes). The harness writes two such
+# views on every study's experiment, so ``invoke ui`` can print links that open the study ready to
+# compare: no column picking by hand.
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_METRICS = ("test_micro_f1", "test_macro_f1", "test_acc", "test_hamming_loss", "test_example_f1")
+
+
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # the UI's canonical column key
+
+
+def shared_views(several_datasets: bool) -> dict[str, dict]:
+    """name -> view state: ``results`` (every finished repeat run, grouped by variant: the group rows
+    show each variant's mean over seeds) and ``summaries`` (the summary runs: mean, std, n)."""
+    unit = ["variant", *(["dataset"] if several_datasets else []), "setting", "seed"]
+    results = {
+        "searchFilter": "tags.phase = 'repeat' and attributes.status = 'FINISHED'",
+        "orderByKey": _column("params", "variant"),
+        "orderByAsc": True,
+        "selectedColumns": [_column("attributes", "Dataset")] + [_column("params", k) for k in unit]
+        + [_column("metrics", m) for m in (*VIEW_METRICS, "best_epoch", "test_score_spread")]
+        + [_column("tags", "degenerate")],
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "param", "groupByData": k} for k in unit[: 1 + several_datasets]]},
+        "runsHiddenMode": "SHOW_ALL",
+    }  # fmt: skip
+    summaries = {
+        "searchFilter": "tags.phase = 'summary'",
+        "orderByKey": _column("params", "variant"),
+        "orderByAsc": True,
+        "selectedColumns": [_column("params", k) for k in unit[:-1]] + [_column("metrics", "n_seeds")]
+        + [_column("metrics", f"{m}_{s}") for m in VIEW_METRICS for s in ("mean", "std")],
+        "groupBy": None,
+        "runsHiddenMode": "SHOW_ALL",
+    }  # fmt: skip
+    return {"results": results, "summaries": summaries}
+
+
+def view_tags(several_datasets: bool = False) -> dict[str, str]:
+    """The experiment tags holding the shared views (key: a hash of the view, so a change is a new key)."""
+    out = {}
+    for name, state in shared_views(several_datasets).items():
+        body = json.dumps(state, sort_keys=True)
+        key = f"harness-{name}-{hashlib.sha1(body.encode()).hexdigest()[:8]}"
+        out[f"{SHARED_VIEW_PREFIX}{key}"] = body
+    return out
+
+
+def view_links(experiment, ui_url: str) -> dict[str, str]:
+    """Links that open an experiment's shared views in the UI at ``ui_url``."""
+    base = f"{ui_url.rstrip('/')}/#/experiments/{experiment.experiment_id}/runs"
+    links = {}
+    for tag in experiment.tags:
+        if tag.startswith(f"{SHARED_VIEW_PREFIX}harness-"):
+            key = tag.removeprefix(SHARED_VIEW_PREFIX)
+            links[key.split("-")[1]] = f"{base}?viewStateShareKey={key}"
+    return links
 
 
 def _retrying_races(call, attempts: int = 4) -> None:
