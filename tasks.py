@@ -110,12 +110,13 @@ def _print_outcome(outcome, options):
         keys = ["variant", "dataset", "setting"] if table["dataset"].nunique() > 1 else ["variant", "setting"]
         summary = table.groupby(keys, sort=False).agg(mean=("test_micro_f1", "mean"), std=("test_micro_f1", "std"),
                                                       seeds=("test_micro_f1", "count"), flagged=("flagged", "sum"))
-        print(f"\nStudy {outcome.study}: test micro-F1 over seeds (flagged: runs that are no finding)\n"
+        print(f"\nStudy {outcome.experiment}: test micro-F1 over seeds (flagged: runs that are no finding)\n"
               f"{summary.round(4).to_string()}")  # fmt: skip
-        flagged = [u for u in outcome.finished if isinstance(u.get("degenerate"), str)]
-        for unit in flagged:
-            print(f"WARNING: {unit['variant']} seed {unit['seed']} ({unit['setting']}, {unit['dataset']}) is no "
-                  f"finding: {unit['degenerate']}", file=sys.stderr)  # fmt: skip
+        for key, rows in table[table["flagged"]].groupby(keys, sort=False):
+            seeds = ", ".join(str(s) for s in rows["seed"])
+            reasons = "; ".join(dict.fromkeys(r.split(" (")[0] for text in rows["degenerate"] for r in text.split("; ")))
+            print(f"WARNING: {' / '.join(key)}: {len(rows)} of {int(summary.loc[key, 'seeds'])} runs are no finding "
+                  f"(seeds {seeds}): {reasons}", file=sys.stderr)  # fmt: skip
     for unit in outcome.failed:
         print(f"FAILED {unit['variant']} seed {unit['seed']} ({unit['setting']}): {unit['reason']}", file=sys.stderr)
     uri = f" --tracking-uri {redact(options.tracking_uri)}" if options.tracking_uri else ""

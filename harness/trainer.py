@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from harness.config import TrainConfig
 from harness.data.dataset import MultimodalDataset, Split
-from harness.metrics import is_constant_predictor, multilabel_metrics, per_label_f1, score_spread, tune_thresholds
+from harness.metrics import CONSTANT_SCORE_TOL, is_constant_predictor, multilabel_metrics, per_label_f1, score_spread, tune_thresholds
 from harness.optim import build_optimizer
 from models.base import ClassicModel, NeuralModel
 
@@ -205,8 +205,8 @@ def _diagnose(result: TrainResult, model, data: MultimodalDataset, val_scores: n
         return result
     reasons = []
     if is_constant_predictor(result.test_scores):
-        reasons.append(f"constant predictor (test scores vary by at most {result.diagnostics['test_score_spread']:.4f} "
-                       "across samples)")  # fmt: skip
+        reasons.append(f"constant predictor (no label's test scores vary across samples by more than "
+                       f"{CONSTANT_SCORE_TOL} std)")  # fmt: skip
     if result.val_metrics["micro_f1"] <= prior_f1:
         reasons.append(f"no better than the label prior on validation (micro-F1 {result.val_metrics['micro_f1']:.3f} "
                        f"<= {prior_f1:.3f})")  # fmt: skip
