@@ -284,7 +284,7 @@ def _work(plan: Plan, worker: int, overall=None) -> int:
     quiet_libraries(plan.options.verbose)
     models.load_plugins(plan.study.plugins, Path("/"))  # a worker process imports the study's own models too
     if plan.options.workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.options.workers))
+        torch.set_num_threads(max(1, _available_cpus() // plan.options.workers))
     client = tracking.client_for(plan.tracking_uri)
     on_stale = _stale_handler(client, plan.experiment_id)
     storage = open_optuna_storage(plan.options.storage, on_stale=on_stale)
@@ -324,6 +324,15 @@ def _work(plan: Plan, worker: int, overall=None) -> int:
             _enqueue(plan, queues, _finished_keys(client, plan))
         time.sleep(POLL_SECONDS)
     return worker_.trained
+
+
+def _available_cpus() -> int:
+    """The CPUs this process may run on (a SLURM task's allocation, a container's cgroup), not the
+    machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
 
 
 def _is_duplicate(claim: Claim, queue: WorkQueue, client, plan: Plan) -> bool:
