@@ -49,6 +49,17 @@ def finished(table: pd.DataFrame, config_hashes=None) -> pd.DataFrame:
     return done.sort_values("start_time").drop_duplicates([*UNIT, "config_hash"], keep="last")
 
 
+def has_finished_run(client: MlflowClient, experiment: str, unit: dict) -> bool:
+    """Whether the unit (variant, dataset, setting, seed, config_hash) has a FINISHED repeat run: one
+    filtered query, cheap whatever the size of the experiment."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return False
+    conditions = [f"tags.{k} = '{unit[k]}'" for k in (*UNIT, "config_hash")]
+    query = " and ".join([*conditions, "tags.phase = 'repeat'", "attributes.status = 'FINISHED'"])
+    return bool(_search(client, found.experiment_id, max_results=1, filter_string=query))
+
+
 def _search(client: MlflowClient, experiment_id: str, max_results: int | None = None, filter_string: str = "") -> list:
     found, token = [], None
     while True:

@@ -20,6 +20,7 @@ in a :class:`harness.workqueue.WorkQueue` and one MLflow run.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -201,7 +202,7 @@ def make_plan(study: Study, options: RunOptions) -> Plan:
         carve[source.name] = "split_seed" in datasets.describe()[source.loader]["options"] and \
             "split_seed" not in source.options  # fmt: skip
         data = load_data(study, source.name)
-        fingerprints[source.name] = data.content_digest()
+        fingerprints[source.name] = data.digest
         config_hashes[source.name] = study.config_hash(source.name, fingerprints[source.name])
         _check_variants_build(study, data)
     return Plan(study, options, config_hashes, fingerprints, carve)
@@ -344,7 +345,7 @@ def _is_duplicate(claim: Claim, queue: WorkQueue, client, plan: Plan) -> bool:
         if other.number < claim.number and Unit.of(other.user_attrs).key == unit.key:
             claim.fail(f"duplicate of trial {other.number}")
             return True
-    if unit.key in _finished_keys(client, plan):
+    if results.has_finished_run(client, plan.study.experiment, asdict(unit)):
         claim.fail("duplicate: the unit already has a FINISHED run")
         return True
     return False
@@ -406,7 +407,7 @@ class _Worker:
             run.log_params({"variant": unit.variant, "dataset": unit.dataset, "setting": unit.setting,
                             "seed": unit.seed, "preset": study.preset, "data": asdict(source),
                             **train_cfg.to_dict(), **_model_params(model)})  # fmt: skip
-            run.log_dataset(unit.dataset, data.content_digest(), data.source, _data_profile(data))
+            run.log_dataset(unit.dataset, data.digest, data.source, _data_profile(data))
 
             def on_epoch(epoch: int, row: dict) -> None:
                 run.log_epoch(epoch, row)
@@ -516,6 +517,7 @@ def _resolved_config(plan: Plan, unit: Unit, train_cfg: TrainConfig, model, tria
     }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """The git commit of the harness (``-dirty`` with uncommitted changes), or ``unknown``."""
     import subprocess

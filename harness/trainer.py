@@ -234,7 +234,7 @@ def _run_identity(model, data: MultimodalDataset, cfg: TrainConfig) -> str:
     """What a checkpoint must match to be resumed: the model, its config, the data, the training
     settings (a checkpoint of another configuration is never continued)."""
     config = getattr(model, "config", None)
-    keyed = (type(model).__name__, repr(config), data.content_digest(), repr(replace(cfg, progress=False)))
+    keyed = (type(model).__name__, repr(config), data.digest, repr(replace(cfg, progress=False)))
     return hashlib.sha1(repr(keyed).encode()).hexdigest()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -79,6 +80,11 @@ class MultimodalDataset:
         first = self.splits["train"]
         dims = {m: tuple(int(s) for s in first.features[m].shape[1:]) for m in self.modalities}
         return DataSpec(modalities=dims, labels=tuple(self.label_names), aligned=self.aligned)
+
+    @cached_property
+    def digest(self) -> str:
+        """:meth:`content_digest`, computed once per loaded data set."""
+        return self.content_digest()
 
     def content_digest(self) -> str:
         """A hash of everything a model could read: names, every split's features, masks and labels.
