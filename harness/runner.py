@@ -253,19 +253,25 @@ def _finished_keys(client, plan: Plan) -> set[tuple]:
 
 
 def _enqueue(plan: Plan, queues: dict, done: set) -> None:
-    """Queue every unit that is neither done nor waiting/running (so re-runs resume), and top each
-    tuning study up to its budget."""
+    """Queue every repeat unit that is neither done nor waiting/running (so re-runs resume), and
+    top each tuning study up to its budget."""
+    _top_up_tuning(plan, queues)
+    if "repeat" in queues:
+        queued = {Unit.of(t.user_attrs).key for t in queues["repeat"].trials(LIVE)}
+        for unit in plan.repeat_units():
+            if unit.key not in done and unit.key not in queued:
+                queues["repeat"].enqueue(asdict(unit))
+
+
+def _top_up_tuning(plan: Plan, queues: dict) -> None:
+    """Each tuning study gets trials until its budget counts live and finished ones (a trial of a
+    dead worker, failed, is replaced)."""
     for (variant, dataset), name in plan.tune_queue_names().items():
         queue = queues[(variant, dataset)]
         have = len(queue.trials((*LIVE, TrialState.COMPLETE, TrialState.PRUNED)))
         unit = Unit("tune", variant, dataset, DEFAULT_SETTING, plan.study.seeds[0], plan.config_hashes[dataset])
         for _ in range(plan.study.trials - have):
             queue.enqueue(asdict(unit))
-    if "repeat" in queues:
-        queued = {Unit.of(t.user_attrs).key for t in queues["repeat"].trials(LIVE)}
-        for unit in plan.repeat_units():
-            if unit.key not in done and unit.key not in queued:
-                queues["repeat"].enqueue(asdict(unit))
 
 
 def _stale_handler(client, experiment_id: str):
@@ -302,7 +308,7 @@ def _work(plan: Plan, worker: int, overall=None) -> int:
         if any(q.busy() for q in tune):  # repeats need every tuning trial settled
             for q in tune:
                 q.fail_stale(on_stale)
-            _enqueue(plan, queues, set())  # replaces tuning trials of dead workers
+            _top_up_tuning(plan, queues)  # replaces tuning trials of dead workers
             time.sleep(POLL_SECONDS)
             continue
         break
