@@ -127,10 +127,11 @@ def run(study: Study, options: RunOptions) -> Outcome:
                 delayed(_work)(plan, i) for i in range(options.workers)))  # fmt: skip
     bar.close()
 
-    outcome = _outcome(client, plan, queues)
+    table = results.runs(client, study.experiment)
+    finished = results.finished(table, plan.config_hashes.values())
+    tracking.write_summaries(client, experiment_id, finished, _metric_columns(finished))
+    outcome = _outcome(plan, table)
     outcome.ran = ran
-    table = results.finished(results.runs(client, study.experiment), plan.config_hashes.values())
-    tracking.write_summaries(client, experiment_id, table, _metric_columns(table))
     return outcome
 
 
@@ -543,13 +544,12 @@ def _metric_columns(table) -> list[str]:
     return [c for c in table.columns if c.startswith("test_")]
 
 
-def _outcome(client, plan: Plan, queues: dict) -> Outcome:
+def _outcome(plan: Plan, table) -> Outcome:
     """What the tracking store holds for the plan's repeat units (the one source of results)."""
     study = plan.study
     outcome = Outcome(study=study.name, experiment=study.experiment, tracking_uri=plan.tracking_uri)
     if plan.options.tune_only:
         return outcome
-    table = results.runs(client, study.experiment)
     done = results.finished(table, plan.config_hashes.values()).set_index(["variant", "dataset", "setting", "seed",
                                                                             "config_hash"])  # fmt: skip
     failed_runs = table[(table["phase"] == "repeat") & (table["status"] == "FAILED")].sort_values("start_time")
