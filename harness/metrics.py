@@ -35,6 +35,9 @@ METRIC_NAMES = (
 )
 
 DEFAULT_THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+# A label whose scores vary across samples by less than this (standard deviation) is
+# treated as constant: collapsed CARAT runs measured below 0.003, learning ones above 0.05.
+CONSTANT_SCORE_TOL = 0.01
 
 
 def multilabel_metrics(y_true, scores, threshold: float | np.ndarray = 0.25) -> dict[str, float]:
@@ -99,6 +102,42 @@ def tune_thresholds(y_true, scores, grid=None, default: float = 0.25) -> np.ndar
     is_best = np.isclose(f1, f1.max(axis=0, keepdims=True), rtol=0, atol=1e-12)
     distance = np.where(is_best, np.abs(grid - default)[:, None], np.inf)
     return grid[distance.argmin(axis=0)]
+
+
+def score_spread(scores) -> float:
+    """How much the scores vary across samples: the mean over labels of their standard deviation.
+
+    A degenerate model predicts (nearly) the same scores for every sample -- for instance
+    the label prior, which a collapsed CARAT run reaches when its latents stop carrying
+    anything about the input. Its micro-F1 can still look plausible (the prior-only
+    predictor's), so the metrics alone do not show it; this number does: about 0 for a
+    constant predictor, typically 0.1-0.3 for a model that uses its input. ``scores`` is
+    (N, C) in [0, 1], N >= 1 (one sample has spread 0).
+    """
+    s = _check_scores(scores)
+    return float(s.std(axis=0).mean())
+
+
+def is_constant_predictor(scores, tol: float = CONSTANT_SCORE_TOL) -> bool:
+    """True when NO label's scores vary across samples by more than ``tol`` (standard deviation).
+
+    That is a run that ignores its input and predicts one score vector for everyone (a
+    collapsed CARAT run predicts the label prior): flag it, whatever its micro-F1. A model
+    that learnt even one label is not constant; ``score_spread`` gives the overall amount.
+    """
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    s = _check_scores(scores)
+    return bool(s.std(axis=0).max() <= tol)
+
+
+def _check_scores(scores) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
+        raise ValueError(f"scores must be a non-empty (N, C) matrix, got shape {s.shape}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values")
+    return s
 
 
 def _label_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

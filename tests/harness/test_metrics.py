@@ -4,9 +4,11 @@ from sklearn import metrics as skm
 
 from harness.metrics import (
     METRIC_NAMES,
+    is_constant_predictor,
     metrics_from_predictions,
     multilabel_metrics,
     per_label_f1,
+    score_spread,
     tune_thresholds,
 )
 
@@ -118,3 +120,39 @@ def test_tune_thresholds_finds_the_separating_threshold():
     assert tune_thresholds(y, scores, [0.3, 0.5, 0.62, 0.8]).tolist() == [0.62]
     with pytest.raises(ValueError, match="grid"):
         tune_thresholds(y, scores, [0.0, 0.5])
+
+
+def test_score_spread_is_the_mean_per_label_std(random_case):
+    _, scores = random_case
+    assert score_spread(scores) == pytest.approx(scores.std(axis=0).mean())
+    assert score_spread(np.tile([0.3, 0.1, 0.6], (50, 1))) == pytest.approx(0.0, abs=1e-12)
+    assert score_spread(np.array([[0.0, 1.0], [1.0, 1.0]])) == pytest.approx(0.25)  # (0.5 + 0) / 2
+    assert score_spread(np.array([[0.2, 0.4]])) == 0.0  # one sample
+
+
+def test_constant_predictor_is_flagged_and_a_learning_one_is_not(random_case):
+    y, scores = random_case
+    prior = np.tile(y.mean(axis=0), (len(y), 1))
+    assert is_constant_predictor(prior)
+    # A collapsed run: the prior plus jitter of a few thousandths (as measured on CARAT).
+    jitter = np.random.default_rng(0).normal(scale=0.002, size=prior.shape)
+    assert is_constant_predictor(np.clip(prior + jitter, 0, 1))
+    assert not is_constant_predictor(scores)
+    one_label_learnt = prior.copy()
+    one_label_learnt[:, 0] = scores[:, 0]  # one label uses the input: not constant
+    assert not is_constant_predictor(one_label_learnt)
+    assert is_constant_predictor(one_label_learnt, tol=1.0)
+    assert not is_constant_predictor(np.clip(prior + jitter, 0, 1), tol=0.0)
+
+
+@pytest.mark.parametrize(
+    "scores, tol, message",
+    [(np.zeros((0, 3)), 0.01, "non-empty"), (np.zeros(4), 0.01, "non-empty"),
+     (np.full((3, 2), np.nan), 0.01, "NaN"), (np.zeros((3, 2)), -1.0, "tol")],
+)  # fmt: skip
+def test_spread_and_constant_refuse_bad_input(scores, tol, message):
+    with pytest.raises(ValueError, match=message):
+        is_constant_predictor(scores, tol=tol)
+    if message != "tol":
+        with pytest.raises(ValueError, match=message):
+            score_spread(scores)
