@@ -1,7 +1,9 @@
 """Data sets by name: ``load("synthetic")``, ``load("emotions")``, ``load("npz", "my.npz")``.
 
 Every loader returns a :class:`MultimodalDataset` (see ``dataset.py``); ``names()`` lists
-the loaders and ``describe()`` gives their one-line descriptions and options.
+the loaders and ``describe()`` gives their one-line descriptions and options. A loader
+that carves its validation split from train lists ``split_seed`` among its options
+(``carve.py``): a study runner passes each run's seed there.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from harness.data.dataset import SPLITS, DataFormatError, DataSpec, MultimodalDa
 from harness.data.mosei import load_m3ed, load_mosei_aligned, load_mosei_unaligned
 from harness.data.npz import load_npz, save_npz
 from harness.data.synthetic import SyntheticConfig, load_synthetic
+from harness.data.synthetic_tabular import TabularConfig, load_synthetic_tabular
 
 __all__ = [
     "SPLITS",
@@ -22,6 +25,7 @@ __all__ = [
     "MultimodalDataset",
     "Split",
     "SyntheticConfig",
+    "TabularConfig",
     "describe",
     "load",
     "names",
@@ -45,6 +49,7 @@ def _keyword_options(function) -> tuple[str, ...]:
 
 _LOADERS: dict[str, _Loader] = {
     "synthetic": _Loader(load_synthetic, tuple(SyntheticConfig.field_names())),
+    "synthetic_tabular": _Loader(load_synthetic_tabular, tuple(TabularConfig.field_names())),
     "mosei_aligned": _Loader(load_mosei_aligned, _keyword_options(load_mosei_aligned)),
     "mosei_unaligned": _Loader(load_mosei_unaligned, _keyword_options(load_mosei_unaligned)),
     "m3ed": _Loader(load_m3ed, _keyword_options(load_m3ed)),

@@ -3,9 +3,10 @@
 Numeric feature attributes come first and the ``n_labels`` label attributes ({0,1}) last.
 ``views`` groups feature columns into modalities, each a sequence of length 1; columns are
 numbered from 1 like the attributes in the file, ranges ``[start, end]`` are inclusive.
-There is no validation split in these files: it is carved from the training file (a seeded
-random ``valid_fraction`` of it), and the features are standardised with a scaler fitted
-on the remaining training part only.
+There is no validation split in these files: ``valid_fraction`` of the training file is
+carved off, stratified over the labels and seeded by ``split_seed`` (``carve.py`` says why;
+a study runner passes each run's seed), and the features are standardised with a scaler
+fitted on the remaining training part only, so nothing of validation or test leaks into it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import arff as liac_arff
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
+from harness.data.carve import DEFAULT_SPLIT_SEED, DEFAULT_VALID_FRACTION, carve_validation, check_options
 from harness.data.dataset import DataFormatError, MultimodalDataset, Split
 
 EMOTIONS_VIEWS = {"timbre": [[1, 64]], "rhythm": [[65, 72]]}
@@ -30,14 +32,16 @@ def default_emotions_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared/data/emotions"
 
 
-def load_emotions(data_path=None, valid_fraction: float = 0.2, seed: int = 0) -> MultimodalDataset:
+def load_emotions(
+    data_path=None, valid_fraction: float = DEFAULT_VALID_FRACTION, split_seed: int = DEFAULT_SPLIT_SEED
+) -> MultimodalDataset:
     """MULAN emotions (music): views timbre (attributes 1-64) and rhythm (65-72), 6 labels."""
     return load_arff(
         default_emotions_dir() if data_path is None else data_path,
         n_labels=EMOTIONS_N_LABELS,
         views=EMOTIONS_VIEWS,
         valid_fraction=valid_fraction,
-        seed=seed,
+        split_seed=split_seed,
         prefix="emotions",
     )
 
@@ -46,8 +50,8 @@ def load_arff(
     data_path=None,
     n_labels: int | None = None,
     views: dict | None = None,
-    valid_fraction: float = 0.2,
-    seed: int = 0,
+    valid_fraction: float = DEFAULT_VALID_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
     prefix: str | None = None,
 ) -> MultimodalDataset:
     """Any MULAN ARFF pair <prefix>-train/-test.arff: n_labels label attributes last, views of columns.
@@ -55,11 +59,11 @@ def load_arff(
     ``data_path``: the folder holding ``<prefix>-train.arff`` and ``<prefix>-test.arff``
     (``prefix`` may be left out when there is one such pair), or one of the two files.
     ``views`` maps modality name -> column ranges; by default one view ``features``.
+    ``valid_fraction`` of the training file becomes validation, stratified, seeded by ``split_seed``.
     """
     if not isinstance(n_labels, int) or n_labels < 1:
         raise ValueError(f"the arff loader needs n_labels (labels are the last attributes), got {n_labels!r}")
-    if not 0.0 < valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    valid_fraction, split_seed = check_options(valid_fraction, split_seed)
     train_path, test_path = _resolve_pair(data_path, prefix)
     names, x_train, y_train = _read(train_path, n_labels, "train")
     test_names, x_test, y_test = _read(test_path, n_labels, "test")
@@ -67,7 +71,8 @@ def load_arff(
         raise DataFormatError(test_path, "test", f"attributes differ from those of {train_path.name}")
     columns = _view_columns(views, x_train.shape[1], train_path)
 
-    fit_part, valid_part = _carve(len(y_train), valid_fraction, seed, train_path)
+    carve = carve_validation(y_train, valid_fraction, split_seed, train_path)
+    fit_part, valid_part = carve.train, carve.valid
     scaler = StandardScaler().fit(x_train[fit_part])
     parts = {
         "train": (scaler.transform(x_train[fit_part]), y_train[fit_part]),
@@ -82,7 +87,7 @@ def load_arff(
         splits=splits,
         aligned=True,
         source=f"{train_path} + {test_path.name}",
-        notes={"valid_fraction": valid_fraction, "seed": seed, "scaler": "StandardScaler fitted on the train part"},
+        notes={**carve.notes(), "scaler": "StandardScaler fitted on the carved train part only"},
     )
 
 
@@ -155,14 +160,6 @@ def _view_columns(views: dict | None, n_features: int, source: Path) -> dict[str
             picked.extend(range(start - 1, end))
         columns[name] = np.array(picked)
     return columns
-
-
-def _carve(n: int, valid_fraction: float, seed: int, source: Path) -> tuple[np.ndarray, np.ndarray]:
-    n_valid = int(round(valid_fraction * n))
-    if not 1 <= n_valid < n:
-        raise DataFormatError(source, "train", f"cannot carve a validation share {valid_fraction} from {n} rows")
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
 def _split(x: np.ndarray, y: np.ndarray, columns: dict[str, np.ndarray]) -> Split:

@@ -9,10 +9,19 @@ Layouts (DATA_FORMATS.md):
   ``text`` / ``vision`` / ``audio`` of shape (N, T, D); its emotion labels are the ``tgt``
   of the aligned ``.pt`` file (same sample order).
 
-Conventions: ``-inf`` in MOSEI audio (log-energy of silent frames) becomes 0, as the
-reference loaders do; the count is kept in ``dataset.notes``. A step whose feature row is
-all zero is padding (mask False); shorter sequences are zero-padded at the end. Keys other
-than the ones above (``dict``, ``settings``, ``len_list``, ``labels``, ``id``) are ignored.
+Conventions:
+
+* ``-inf`` in the audio of MOSEI (aligned and unaligned) and of M3ED (log-energy of silent
+  frames) becomes 0, as the reference loaders do for both data sets; the count is kept in
+  ``dataset.notes["neg_inf_set_to_zero"]``. ``-inf`` elsewhere, ``+inf`` and NaN are refused.
+* Masks: by default every step is real (mask all True), padding included, because that is
+  what the reference's loaders give CARAT for these three files -- the zero padding rows
+  are attended to like real steps, and reproducing the paper needs exactly that.
+  ``mask_padding=True`` instead marks a step whose feature row is all zero as padding
+  (mask False), wherever it is; ``dataset.notes["masks"]`` says which rule was used.
+* Shorter sequences are zero-padded at the end (those steps follow the same mask rule).
+
+Keys other than the ones above (``dict``, ``settings``, ``len_list``, ``labels``, ``id``) are ignored.
 A sequence longer than the configured length is an error unless ``truncate=True``, which
 keeps the first ``max_len`` steps and counts the truncated samples in ``dataset.notes``.
 """
@@ -70,27 +79,35 @@ M3ED = SequenceLayout(
     dims={"text": 768, "visual": 1024, "audio": 342},
     lengths={"text": 60, "visual": 60, "audio": 60},
     label_names=M3ED_LABELS,
+    neg_inf_as_zero=("audio",),  # DATA_FORMATS.md: the reference zeroes M3ED's -inf audio as MOSEI's
 )
 
+MASK_RULES = {False: "all steps real (reference)", True: "all-zero rows are padding"}
 
-def load_mosei_aligned(data_path=None, max_len=None, truncate: bool = False) -> MultimodalDataset:
+
+def load_mosei_aligned(
+    data_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False
+) -> MultimodalDataset:
     """CMU-MOSEI word-aligned features (``train_valid_test.pt``, as used by TAILOR and CARAT)."""
     path = resolve_file(data_path, MOSEI_ALIGNED.file_name, MOSEI_ALIGNED.dataset_name)
-    return _load_pt_layout(path, MOSEI_ALIGNED, max_len, truncate)
+    return _load_pt_layout(path, MOSEI_ALIGNED, max_len, truncate, mask_padding)
 
 
-def load_m3ed(data_path=None, max_len=None, truncate: bool = False) -> MultimodalDataset:
+def load_m3ed(data_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False) -> MultimodalDataset:
     """M3ED as converted by the CARAT authors (``m3ed_data.pt``, 60 steps, 7 labels)."""
     path = resolve_file(data_path, M3ED.file_name, M3ED.dataset_name)
-    return _load_pt_layout(path, M3ED, max_len, truncate)
+    return _load_pt_layout(path, M3ED, max_len, truncate, mask_padding)
 
 
-def load_mosei_unaligned(data_path=None, labels_path=None, max_len=None, truncate: bool = False) -> MultimodalDataset:
+def load_mosei_unaligned(
+    data_path=None, labels_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False
+) -> MultimodalDataset:
     """CMU-MOSEI unaligned features (MulT's ``.pkl``) with emotion labels from the aligned ``.pt``.
 
     ``data_path`` is a folder holding both public files, or the ``.pkl`` itself with the
     ``.pt`` beside it; ``labels_path`` names the ``.pt`` (or its folder) explicitly.
     """
+    mask_padding = _check_flag(mask_padding, "mask_padding")
     layout = MOSEI_UNALIGNED
     features_path = resolve_file(data_path, layout.file_name, layout.dataset_name)
     label_source = features_path.parent if labels_path is None else labels_path
@@ -105,7 +122,9 @@ def load_mosei_unaligned(data_path=None, labels_path=None, max_len=None, truncat
         label_split = _required(raw_labels, split, labels_file, None, "split")
         tgt = _required(_as_mapping(label_split, labels_file, split), "tgt", labels_file, split, "key")
         labels = labels_from_tgt(tgt, len(layout.label_names), labels_file, split)
-        features, masks = _read_modalities(feature_split, layout, lengths, truncate, features_path, split, counters)
+        features, masks = _read_modalities(
+            feature_split, layout, lengths, truncate, mask_padding, features_path, split, counters
+        )
         n_features = next(iter(features.values())).shape[0]
         if n_features != labels.shape[0]:
             raise DataFormatError(
@@ -114,7 +133,7 @@ def load_mosei_unaligned(data_path=None, labels_path=None, max_len=None, truncat
                 f"has {n_features} samples but the labels file {labels_file} has {labels.shape[0]} in this split",
             )
         splits[split] = Split(features=features, masks=masks, labels=labels)
-    return _dataset(layout, splits, f"{features_path} + {labels_file}", aligned=False, counters=counters)
+    return _dataset(layout, splits, f"{features_path} + {labels_file}", False, counters, mask_padding)
 
 
 def resolve_file(data_path, file_name: str, what: str) -> Path:
@@ -163,7 +182,8 @@ class _Counters:
         self.truncated_samples = 0
 
 
-def _load_pt_layout(path: Path, layout: SequenceLayout, max_len, truncate: bool) -> MultimodalDataset:
+def _load_pt_layout(path: Path, layout: SequenceLayout, max_len, truncate: bool, mask_padding) -> MultimodalDataset:
+    mask_padding = _check_flag(mask_padding, "mask_padding")
     lengths = _configured_lengths(layout, max_len, path)
     raw = _as_split_dict(load_torch_file(path), path)
     splits, counters = {}, _Counters()
@@ -171,15 +191,15 @@ def _load_pt_layout(path: Path, layout: SequenceLayout, max_len, truncate: bool)
         raw_split = _as_mapping(_required(raw, split, path, None, "split"), path, split)
         tgt = _required(raw_split, "tgt", path, split, "key")
         labels = labels_from_tgt(tgt, len(layout.label_names), path, split)
-        features, masks = _read_modalities(raw_split, layout, lengths, truncate, path, split, counters)
+        features, masks = _read_modalities(raw_split, layout, lengths, truncate, mask_padding, path, split, counters)
         counts = {key: features[m].shape[0] for key, m in layout.keys.items()}
         if any(n != labels.shape[0] for n in counts.values()):
             raise DataFormatError(path, split, f"mismatched sample counts: {counts}, 'tgt' {labels.shape[0]}")
         splits[split] = Split(features=features, masks=masks, labels=labels)
-    return _dataset(layout, splits, str(path), aligned=True, counters=counters)
+    return _dataset(layout, splits, str(path), True, counters, mask_padding)
 
 
-def _dataset(layout: SequenceLayout, splits, source: str, aligned: bool, counters: _Counters) -> MultimodalDataset:
+def _dataset(layout, splits, source: str, aligned: bool, counters: _Counters, mask_padding: bool) -> MultimodalDataset:
     return MultimodalDataset(
         name=layout.dataset_name,
         modalities=tuple(layout.keys.values()),
@@ -190,11 +210,12 @@ def _dataset(layout: SequenceLayout, splits, source: str, aligned: bool, counter
         notes={
             "neg_inf_set_to_zero": counters.neg_inf_set_to_zero,
             "truncated_samples": counters.truncated_samples,
+            "masks": MASK_RULES[mask_padding],
         },
     )
 
 
-def _read_modalities(raw_split, layout, lengths, truncate, source, split, counters):
+def _read_modalities(raw_split, layout, lengths, truncate, mask_padding, source, split, counters):
     raw_split = _as_mapping(raw_split, source, split)
     features, masks = {}, {}
     counts = {}
@@ -207,7 +228,8 @@ def _read_modalities(raw_split, layout, lengths, truncate, source, split, counte
             x[neg_inf] = 0.0
         _refuse_non_finite(x, source, split, key)
         features[modality] = x
-        masks[modality] = np.any(x != 0, axis=2)  # all-zero rows are padding
+        # The reference attends to every step; mask_padding marks all-zero rows as padding.
+        masks[modality] = np.any(x != 0, axis=2) if mask_padding else np.ones(x.shape[:2], dtype=bool)
         counts[key] = x.shape[0]
     if len(set(counts.values())) > 1:
         raise DataFormatError(source, split, f"mismatched sample counts across modalities: {counts}")
@@ -249,6 +271,12 @@ def _refuse_non_finite(x: np.ndarray, source, split, key) -> None:
         index = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
         kind = "NaN" if np.isnan(x[index]).any() else "infinite values"
         raise DataFormatError(source, split, f"{key!r} sample {index} contains {kind}")
+
+
+def _check_flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _configured_lengths(layout: SequenceLayout, max_len, source) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """The harness's own bring-your-own format: ONE ``.npz`` file holding every split.
 
-Keys (``<split>`` is train, valid and test; ``<m>`` each modality name):
+Keys (``<split>`` is train and test, and valid when the file has its own validation split;
+``<m>`` each modality name):
 
 * ``modalities``: 1-D str array of modality names, in model input order
 * ``label_names``: 1-D str array, one name per label column
@@ -10,9 +11,17 @@ Keys (``<split>`` is train, valid and test; ``<m>`` each modality name):
 * ``name`` (str) and ``aligned`` (bool): optional scalars; by default the file name and
   "all modalities have the same length"
 
+Splits: train and test are required. A file with a valid split keeps it as it is. A file
+without one gets ``valid_fraction`` (default 0.2) of its train split carved off as
+validation, stratified over the labels and seeded by ``split_seed`` (see ``carve.py``);
+passing ``valid_fraction`` for a file that has its own valid split is an error naming the
+file, since it could not be honoured. ``split_seed`` is accepted either way (a study
+runner passes each run's seed to every loader that lists it) and recorded in
+``dataset.notes`` together with where the validation split came from.
+
 The file is read with ``allow_pickle=False``: it can hold numbers and strings only, so it
 cannot run code. Any other key is refused (a misspelt key would otherwise be ignored).
-See /work/notes/npz_format.md (README) for a conversion example.
+The README's npz section shows a conversion example.
 """
 from __future__ import annotations
 
@@ -22,20 +31,32 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.data.carve import DEFAULT_SPLIT_SEED, DEFAULT_VALID_FRACTION, carve_validation, check_options
 from harness.data.dataset import SPLITS, DataFormatError, MultimodalDataset, Split
 
 _OPTIONAL_SCALARS = ("name", "aligned")
 _RESERVED = ("labels",)
 
 
-def load_npz(data_path=None, max_len=None, truncate: bool = False) -> MultimodalDataset:
+def load_npz(
+    data_path=None,
+    max_len=None,
+    truncate: bool = False,
+    valid_fraction: float | None = None,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+) -> MultimodalDataset:
     """The harness's own format: one .npz holding every split (a file, or a folder with exactly one).
 
     ``max_len`` (one int, or a dict per modality) pads shorter sequences and cuts longer
-    ones; cutting real (unmasked) steps is refused unless ``truncate=True``.
+    ones; cutting real (unmasked) steps is refused unless ``truncate=True``. Without a
+    valid split in the file, ``valid_fraction`` (None = 0.2) of train is carved off as
+    validation, stratified, seeded by ``split_seed``.
     """
     path = _resolve(data_path)
-    return dataset_from_arrays(_read_arrays(path), source=str(path), max_len=max_len, truncate=truncate)
+    return dataset_from_arrays(
+        _read_arrays(path), source=str(path), max_len=max_len, truncate=truncate,
+        valid_fraction=valid_fraction, split_seed=split_seed,
+    )
 
 
 def save_npz(data, path, compress: bool = False) -> Path:
@@ -74,8 +95,18 @@ def dataset_to_arrays(dataset: MultimodalDataset) -> dict[str, np.ndarray]:
     return arrays
 
 
-def dataset_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "<arrays>", max_len=None, truncate=False):
-    """Validate the key layout and build the data set; every problem names the key and split."""
+def dataset_from_arrays(
+    arrays: Mapping[str, np.ndarray],
+    source: str = "<arrays>",
+    max_len=None,
+    truncate=False,
+    valid_fraction: float | None = None,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+):
+    """Validate the key layout and build the data set; every problem names the key and split.
+
+    Without a valid split the validation split is carved from train (see the module docstring).
+    """
     modalities = _names(arrays, "modalities", source)
     label_names = _names(arrays, "label_names", source)
     for m in modalities:
@@ -84,16 +115,33 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "<arrays
             raise DataFormatError(source, None, problem)
     _refuse_unexpected_keys(arrays, modalities, source)
     lengths = _target_lengths(max_len, modalities)
-    splits = {
-        split: _read_split(arrays, split, modalities, len(label_names), lengths, truncate, source) for split in SPLITS
-    }
+    has_valid = _has_split(arrays, "valid")
+    fraction = DEFAULT_VALID_FRACTION if valid_fraction is None else valid_fraction
+    fraction, split_seed = check_options(fraction, split_seed)
+    if has_valid and valid_fraction is not None:
+        problem = (
+            f"the file has its own 'valid' split, so valid_fraction={valid_fraction!r} cannot apply "
+            "(a validation split is carved only from files with train and test alone)"
+        )
+        raise DataFormatError(source, "valid", problem)
+    read = [s for s in SPLITS if s != "valid" or has_valid]
+    splits = {s: _read_split(arrays, s, modalities, len(label_names), lengths, truncate, source) for s in read}
+    if has_valid:
+        notes = {"valid_split": "from the file (split_seed has no effect)"}
+    else:
+        carve = carve_validation(splits["train"].labels, fraction, split_seed, source)
+        whole_train = splits["train"]
+        splits = {"train": whole_train.subset(carve.train), "valid": whole_train.subset(carve.valid),
+                  "test": splits["test"]}
+        notes = carve.notes()
     if "aligned" in arrays:
         aligned = bool(_scalar(arrays, "aligned", source))
     else:
         aligned = len({splits["train"].features[m].shape[1] for m in modalities}) == 1
     name = str(_scalar(arrays, "name", source)) if "name" in arrays else Path(source).stem
     return MultimodalDataset(
-        name=name, modalities=modalities, label_names=label_names, splits=splits, aligned=aligned, source=source
+        name=name, modalities=modalities, label_names=label_names, splits=splits, aligned=aligned, source=source,
+        notes=notes,
     )
 
 
@@ -162,9 +210,14 @@ def _refuse_unexpected_keys(arrays, modalities, source) -> None:
         raise DataFormatError(source, None, f"unexpected key(s) {unexpected}; valid keys: {sorted(expected)}")
 
 
+def _has_split(arrays, split: str) -> bool:
+    return any(key.startswith(f"{split}/") for key in arrays)
+
+
 def _read_split(arrays, split, modalities, n_labels, lengths, truncate, source) -> Split:
-    if not any(key.startswith(f"{split}/") for key in arrays):
-        raise DataFormatError(source, split, f"missing split {split!r} (no key starting with '{split}/')")
+    if not _has_split(arrays, split):
+        need = "train and test are required; valid is optional" if split != "valid" else "valid"
+        raise DataFormatError(source, split, f"missing split {split!r} (no key starting with '{split}/'; {need})")
     labels = _labels(arrays, split, n_labels, source)
     features, masks = {}, {}
     for m in modalities:

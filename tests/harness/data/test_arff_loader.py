@@ -30,12 +30,35 @@ def test_emotions_scaler_is_fitted_on_the_training_part_only(emotions_dir):
     assert np.abs(held_out.mean(0)).max() > 0.01  # not re-fitted on valid
 
 
-def test_validation_is_carved_by_seed(emotions_dir):
-    a, b, c = (load("emotions", emotions_dir, seed=s) for s in (0, 0, 1))
+def test_validation_is_carved_by_split_seed(emotions_dir):
+    a, b, c = (load("emotions", emotions_dir, split_seed=s) for s in (0, 0, 1))
     np.testing.assert_array_equal(a.splits["valid"].labels, b.splits["valid"].labels)
     np.testing.assert_array_equal(a.splits["valid"].features["timbre"], b.splits["valid"].features["timbre"])
     assert not np.array_equal(a.splits["valid"].features["timbre"], c.splits["valid"].features["timbre"])
+    assert (c.splits["train"].n, c.splits["valid"].n) == (313, 78)  # every seed: the same sizes
+    assert c.notes["split_seed"] == 1 and c.notes["valid_fraction"] == 0.2
+    assert "stratification" in c.notes["valid_split"]
     assert load("emotions", emotions_dir, valid_fraction=0.5).splits["valid"].n == 196
+    with pytest.raises(ValueError, match="unknown option"):
+        load("emotions", emotions_dir, seed=1)  # renamed: split_seed is what it seeds
+
+
+def test_carved_scaler_is_the_one_of_the_carved_train_rows(emotions_dir):
+    """Valid features are the raw valid rows scaled with the mean/std of the carved train rows only."""
+    from harness.data.arff import _read
+    from harness.data.carve import carve_validation
+
+    raw_path = emotions_dir / "emotions-train.arff"
+    _, x, y = _read(raw_path, 6, "train")
+    for split_seed in (0, 3):
+        ds = load("emotions", emotions_dir, split_seed=split_seed)
+        carve = carve_validation(y, 0.2, split_seed, raw_path)
+        mean, std = x[carve.train].mean(0), x[carve.train].std(0)
+        for split, rows in (("train", carve.train), ("valid", carve.valid)):
+            expected = (x[rows] - mean) / std
+            got = np.concatenate([ds.splits[split].features[m][:, 0] for m in ds.modalities], axis=1)
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+            np.testing.assert_array_equal(ds.splits[split].labels, y[rows])
 
 
 def test_default_folder_and_environment_override(tmp_path, monkeypatch):
@@ -68,6 +91,9 @@ def test_generic_arff_with_views(tmp_path):
     assert ds.name == "toy" and ds.label_names == ("yes", "no")
     assert ds.spec.modalities == {"a": (1, 2), "b": (1, 1)}
     assert [s.n for s in ds.splits.values()] == [7, 3, 4]
+    # Every training row ends in exactly one of train / valid (the scaler is affine: distinct stays distinct).
+    carved = np.concatenate([ds.splits[s].features["b"][:, 0, 0] for s in ("train", "valid")])
+    assert len(np.unique(carved.round(5))) == 10
     single = load("arff", tmp_path / "toy-test.arff", n_labels=2)
     assert single.modalities == ("features",) and single.spec.modalities["features"] == (1, 3)
 
@@ -116,5 +142,9 @@ def test_bad_arff_options(tmp_path):
         load("arff", tmp_path, n_labels=2, views={"a": [[1, 4]]})
     with pytest.raises(ValueError, match="valid_fraction"):
         load("arff", tmp_path, n_labels=2, valid_fraction=1.0)
+    with pytest.raises(ValueError, match="split_seed"):
+        load("arff", tmp_path, n_labels=2, split_seed="1")
+    with pytest.raises(DataFormatError, match="cannot carve a validation share 0.01 from 10 rows"):
+        load("arff", tmp_path, n_labels=2, valid_fraction=0.01)
     with pytest.raises(FileNotFoundError, match="exactly one"):
         load("arff", tmp_path.parent, n_labels=2)

@@ -13,14 +13,18 @@ from harness import data
 
 
 def test_names_and_descriptions():
-    assert data.names() == ["synthetic", "mosei_aligned", "mosei_unaligned", "m3ed", "emotions", "arff", "npz"]
+    assert data.names() == [
+        "synthetic", "synthetic_tabular", "mosei_aligned", "mosei_unaligned", "m3ed", "emotions", "arff", "npz"
+    ]
     described = data.describe()
     assert "size" in described["synthetic"]["options"] and "truncate" in described["m3ed"]["options"]
+    assert "mask_padding" in described["mosei_unaligned"]["options"]
+    assert "n_labels" in described["synthetic_tabular"]["options"]
     assert all(entry["description"] for entry in described.values())
 
 
 def test_unknown_name_and_option_are_refused_with_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown dataset 'mosi'; valid: synthetic, mosei_aligned"):
+    with pytest.raises(ValueError, match="unknown dataset 'mosi'; valid: synthetic, synthetic_tabular, mosei_aligned"):
         data.load("mosi")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['sizes'\]; valid options: size, aligned"):
         data.load("synthetic", sizes="tiny")

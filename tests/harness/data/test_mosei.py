@@ -63,9 +63,26 @@ def test_aligned_mosei_is_read_exactly(aligned_file):
             assert got.n == n
             np.testing.assert_array_equal(got.labels, expected_labels(data[split]["tgt"], 6))
             np.testing.assert_array_equal(got.features["visual"], np.stack(data[split]["src-visual"]))
-            # Masks come from the all-zero padding rows, wherever they are.
-            np.testing.assert_array_equal(got.masks["text"], np.stack(data[split]["src-text"]).any(axis=2))
+            # As the reference's loader: every step is real, the zero padding rows included.
+            assert all(got.masks[m].all() for m in ds.modalities)
+    assert ds.notes["masks"] == "all steps real (reference)"
+
+
+@pytest.mark.parametrize("name, file_name, dims", [("mosei_aligned", "train_valid_test.pt", ALIGNED_DIMS),
+                                                   ("m3ed", "m3ed_data.pt", M3ED_DIMS)])  # fmt: skip
+def test_mask_padding_derives_masks_from_all_zero_rows(tmp_path, name, file_name, dims):
+    data = aligned_layout(dims, n_labels=6 if name == "mosei_aligned" else 7)
+    data["train"]["src-visual"][0][-1] = 0.0  # an all-zero row after real steps: padding too, wherever it is
+    torch.save(data, tmp_path / file_name)
+    ds = load(name, tmp_path, mask_padding=True)
+    assert ds.notes["masks"] == "all-zero rows are padding"
+    for split in SIZES:
+        for key, m in zip(dims, ds.modalities):
+            np.testing.assert_array_equal(ds.splits[split].masks[m], np.stack(data[split][key]).any(axis=2))
+    assert not ds.splits["train"].masks["visual"][0, -1] and ds.splits["train"].masks["visual"][0, -2]
     assert not ds.splits["train"].masks["audio"].all()
+    with pytest.raises(ValueError, match="mask_padding must be True or False"):
+        load(name, tmp_path, mask_padding="yes")
 
 
 def test_stacked_arrays_and_object_array_tgt_are_accepted(tmp_path):
@@ -79,13 +96,23 @@ def test_stacked_arrays_and_object_array_tgt_are_accepted(tmp_path):
     assert ds.splits["train"].features["text"].dtype == np.float32
 
 
-def test_negative_infinity_in_audio_becomes_zero_and_is_counted(tmp_path):
-    data = aligned_layout()
+@pytest.mark.parametrize("name, file_name, dims", [("mosei_aligned", "train_valid_test.pt", ALIGNED_DIMS),
+                                                   ("m3ed", "m3ed_data.pt", M3ED_DIMS)])  # fmt: skip
+def test_negative_infinity_in_audio_becomes_zero_and_is_counted(tmp_path, name, file_name, dims):
+    """MOSEI and M3ED alike: the reference zeroes -inf audio for both."""
+    data = aligned_layout(dims, n_labels=6 if name == "mosei_aligned" else 7)
     data["train"]["src-audio"][1][-1, :3] = -np.inf
-    torch.save(data, tmp_path / "train_valid_test.pt")
-    ds = load("mosei_aligned", tmp_path)
+    data["test"]["src-audio"][0][5, 7] = -np.inf
+    torch.save(data, tmp_path / file_name)
+    ds = load(name, tmp_path)
     assert ds.splits["train"].features["audio"][1, -1, :3].tolist() == [0.0, 0.0, 0.0]
-    assert ds.notes["neg_inf_set_to_zero"] == 3
+    assert ds.splits["test"].features["audio"][0, 5, 7] == 0.0
+    assert ds.notes["neg_inf_set_to_zero"] == 4
+    # Only -inf, only in audio: +inf in audio, or -inf in another modality, is still refused.
+    data["train"]["src-audio"][1][-1, 3] = np.inf
+    torch.save(data, tmp_path / file_name)
+    with pytest.raises(DataFormatError, match="'src-audio' sample 1 contains infinite values"):
+        load(name, tmp_path)
 
 
 def test_files_written_with_numpy_1_names_load(tmp_path):
@@ -109,7 +136,8 @@ def test_m3ed_layout(tmp_path):
     assert ds.label_names == M3ED_LABELS
     assert ds.spec.modalities == {"text": (60, 768), "visual": (60, 1024), "audio": (60, 342)}
     assert ds.splits["train"].labels[0].tolist() == [1, 0, 0, 0, 0, 0, 1]
-    np.testing.assert_array_equal(ds.splits["valid"].masks["audio"], np.stack(data["valid"]["src-audio"]).any(axis=2))
+    assert all(ds.splits[s].masks[m].all() for s in SIZES for m in ds.modalities)  # the reference's masks
+    np.testing.assert_array_equal(ds.splits["valid"].features["audio"], np.stack(data["valid"]["src-audio"]))
 
 
 def unaligned_files(folder, sizes=SIZES):
@@ -139,8 +167,10 @@ def test_unaligned_mosei_takes_features_and_labels_from_two_files(tmp_path):
     assert ds.spec.modalities == {"text": (50, 300), "visual": (500, 35), "audio": (500, 74)}
     np.testing.assert_array_equal(ds.splits["valid"].features["visual"], features["valid"]["vision"])
     np.testing.assert_array_equal(ds.splits["test"].labels, expected_labels(labels["test"]["tgt"], 6))
-    assert not ds.splits["train"].masks["text"][:, :10].any() and ds.splits["train"].masks["text"][:, 10:].all()
+    assert all(ds.splits[s].masks[m].all() for s in SIZES for m in ds.modalities)  # the reference's masks
     assert ds.notes["neg_inf_set_to_zero"] == 3  # one per split
+    masked = load("mosei_unaligned", tmp_path, mask_padding=True).splits["train"].masks["text"]
+    assert not masked[:, :10].any() and masked[:, 10:].all()
     # The .pkl path plus an explicit labels path works too.
     other = tmp_path / "labels"
     other.mkdir()
@@ -224,7 +254,10 @@ def test_long_sequences_need_truncate_or_max_len(tmp_path):
     assert cut.notes["truncated_samples"] == 1
     longer = load("mosei_aligned", tmp_path, max_len=62)
     assert longer.spec.modalities["visual"] == (62, 35)
-    assert not longer.splits["train"].masks["visual"][:, 60:].any()  # padded at the end
+    assert not longer.splits["train"].features["visual"][:, 60:].any()  # padded at the end, with zeros
+    assert longer.splits["train"].masks["visual"].all()  # real by default, like all padding
+    masked = load("mosei_aligned", tmp_path, max_len=62, mask_padding=True)
+    assert not masked.splits["train"].masks["visual"][:, 60:].any()
 
 
 def test_missing_file_is_reported(tmp_path):

@@ -73,7 +73,8 @@ def _replace(key, value):
 
 
 BAD = {
-    "missing split": (lambda a: [a.pop(k) for k in list(a) if k.startswith("valid/")], "valid", "missing split"),
+    "missing test": (lambda a: [a.pop(k) for k in list(a) if k.startswith("test/")], "test", "missing split"),
+    "missing train": (lambda a: [a.pop(k) for k in list(a) if k.startswith("train/")], "train", "train and test"),
     "missing modality": (_without("test/face"), "test", "missing key 'test/face'"),
     "missing labels": (_without("train/labels"), "train", "missing key 'train/labels'"),
     "missing names": (_without("label_names"), None, "missing key 'label_names'"),
@@ -138,3 +139,64 @@ def test_max_len_pads_and_cutting_real_steps_needs_truncate(tmp_path):
     assert cut.spec.modalities == {"face": (3, 5), "voice": (3, 2)}
     with pytest.raises(ValueError, match="unknown modalities"):
         load("npz", path, max_len={"text": 3})
+
+
+def train_test_only(n_train=60, seed=0):
+    """A file without a valid split: row i of train is recognisable by face[i, 0, 0] == i."""
+    data = {k: v for k, v in arrays(seed).items() if not k.startswith("valid/")}
+    rng = np.random.default_rng(seed)
+    data["train/face"] = rng.normal(size=(n_train, 4, 5)).astype(np.float32)
+    data["train/face"][:, 0, 0] = np.arange(n_train)
+    data["train/voice"] = rng.normal(size=(n_train, 7, 2))
+    data["train/voice_mask"] = np.arange(7)[None, :] < rng.integers(1, 8, size=(n_train, 1))
+    data["train/labels"] = (rng.random((n_train, 3)) < [0.5, 0.3, 0.15]).astype(int)
+    return data
+
+
+def rows_of(split):
+    return split.features["face"][:, 0, 0].astype(int)
+
+
+def test_a_file_without_valid_gets_a_carved_stratified_one(tmp_path):
+    data = train_test_only()
+    path = tmp_path / "tt.npz"
+    np.savez(path, **data)
+    ds = load("npz", path)
+    train, valid = ds.splits["train"], ds.splits["valid"]
+    assert (train.n, valid.n, ds.splits["test"].n) == (48, 12, SIZES["test"])
+    assert ds.notes["valid_fraction"] == 0.2 and ds.notes["split_seed"] == 0 and "carved" in ds.notes["valid_split"]
+    # No overlap; together exactly the file's train rows, each row's masks and labels kept with it.
+    assert set(rows_of(train)).isdisjoint(rows_of(valid))
+    assert sorted([*rows_of(train), *rows_of(valid)]) == list(range(60))
+    for part in (train, valid):
+        np.testing.assert_array_equal(part.labels, data["train/labels"][rows_of(part)])
+        np.testing.assert_array_equal(part.masks["voice"], data["train/voice_mask"][rows_of(part)])
+    # Deterministic per split_seed, different across seeds; the fraction is honoured.
+    again, other = load("npz", path, split_seed=0), load("npz", path, split_seed=5)
+    np.testing.assert_array_equal(rows_of(again.splits["valid"]), rows_of(valid))
+    assert not np.array_equal(rows_of(other.splits["valid"]), rows_of(valid))
+    assert load("npz", path, valid_fraction=0.5).splits["valid"].n == 30
+    # save_npz accepts such a mapping too (validated the same way).
+    assert save_npz(data, tmp_path / "again.npz").is_file()
+
+
+def test_a_file_with_valid_keeps_it_and_refuses_valid_fraction(tmp_path):
+    path = save_npz(arrays(), tmp_path / "own.npz")
+    own = load("npz", path, split_seed=7)  # accepted (a runner passes it everywhere) but moves nothing
+    np.testing.assert_array_equal(own.splits["valid"].labels, arrays()["valid/labels"])
+    assert own.splits["train"].n == SIZES["train"] and "from the file" in own.notes["valid_split"]
+    with pytest.raises(DataFormatError) as info:
+        load("npz", path, valid_fraction=0.2)
+    assert info.value.source == str(path) and info.value.split == "valid"
+    assert "has its own 'valid' split" in info.value.problem
+
+
+def test_npz_carve_options_are_checked(tmp_path):
+    path = tmp_path / "tt.npz"
+    np.savez(path, **train_test_only())
+    with pytest.raises(ValueError, match="valid_fraction must be in"):
+        load("npz", path, valid_fraction=1.5)
+    with pytest.raises(ValueError, match="split_seed must be a non-negative int"):
+        load("npz", path, split_seed=-1)
+    with pytest.raises(ValueError, match="split_seed must be a non-negative int"):
+        load("npz", path, split_seed=1.5)
