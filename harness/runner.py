@@ -200,9 +200,11 @@ def make_plan(study: Study, options: RunOptions) -> Plan:
         raise StudyError(f"--device {options.device}: {exc}") from None
     config_hashes, fingerprints, carve = {}, {}, {}
     for source in study.datasets:
-        carve[source.name] = "split_seed" in datasets.describe()[source.loader]["options"] and \
-            "split_seed" not in source.options  # fmt: skip
         data = load_data(study, source.name)
+        # Seeds also vary the validation split where the loader carves one (and the study does not
+        # fix its seed): deterministic baselines then get a real spread over seeds.
+        carve[source.name] = "split_seed" not in source.options and \
+            str(data.notes.get("valid_split", "")).startswith("carved")  # fmt: skip
         fingerprints[source.name] = data.digest
         config_hashes[source.name] = study.config_hash(source.name, fingerprints[source.name])
         _check_variants_build(study, data)
