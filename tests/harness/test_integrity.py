@@ -142,3 +142,63 @@ def test_bad_study_options_stop_with_one_line_and_create_nothing(tmp_path, optio
     assert len(lines) == 1 and lines[0].startswith(f"error: {study}"), output
     assert re.search(expected, lines[0])
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.journal").exists()
+
+
+CONSTANT_MODEL = '''
+"""A model that ignores its input: one learned logit per label (what a collapsed CARAT does)."""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+import models
+from models.base import LossOutput, NeuralModel
+
+
+@dataclass(frozen=True)
+class ConstantConfig:
+    pass
+
+
+class Constant(NeuralModel):
+    def __init__(self, spec):
+        super().__init__()
+        self.config = ConstantConfig()
+        self.bias = torch.nn.Parameter(torch.zeros(spec.n_labels))
+
+    def forward(self, inputs, masks):
+        batch = next(iter(inputs.values())).shape[0]
+        return torch.sigmoid(self.bias).expand(batch, -1)
+
+    def training_loss(self, inputs, masks, labels):
+        batch = labels.shape[0]
+        loss = F.binary_cross_entropy_with_logits(self.bias.expand(batch, -1), labels)
+        return LossOutput(loss, {"bce": loss})
+
+
+@models.register
+def constant_scores(spec, preset="small", **overrides):
+    """The same scores for every sample."""
+    return Constant(spec)
+'''
+
+
+def test_a_run_that_predicts_a_constant_is_flagged_in_mlflow_and_the_cli(tmp_path):
+    (tmp_path / "constant.py").write_text(CONSTANT_MODEL)
+    study = write_study(tmp_path, "flags", variants=("constant_scores", "br"), seeds=(1, 2), epochs=2,
+                        plugins=["constant.py"], dataset="synthetic_tabular",
+                        dataset_options={"n_train": 300, "n_valid": 100, "n_test": 100})  # fmt: skip
+    storage, tracking_uri = _stores(tmp_path)
+    code, output = run(ablate_command(study, storage, tracking_uri), tmp_path / "out.log")
+    assert code == 0, output
+    assert re.search(r"WARNING: constant_scores / default: 2 of 2 runs are no finding \(seeds 1, 2\): constant "
+                     r"predictor", output)  # fmt: skip
+    assert "WARNING: br" not in output  # a model that uses its input is not flagged
+    runs = {(r.data.tags["variant"], r.data.tags["seed"]): r for r in mlflow_runs(tracking_uri, "flags")
+            if r.data.tags.get("phase") == "repeat"}  # fmt: skip
+    for seed in ("1", "2"):
+        flagged = runs[("constant_scores", seed)]
+        assert flagged.data.tags["degenerate"].startswith("constant predictor")
+        assert flagged.data.metrics["test_score_spread"] < 1e-6
+        assert "degenerate" not in runs[("br", seed)].data.tags
+        assert runs[("br", seed)].data.metrics["test_score_spread"] > 0.05
