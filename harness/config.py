@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+# What ``precision`` may name; ``harness.precision`` says what each means on a device.
+PRECISIONS = ("fp32", "bf16", "auto")
+
 TRAIN_PRESETS: dict[str, dict] = {
     # The paper / reference protocol (CARAT.md section 5).
     "paper": dict(lr=5e-5, weight_decay=0.01, batch_size=64, epochs=20, warmup_ratio=0.1, clip_norm=1.0, threshold=0.25),
@@ -27,6 +30,9 @@ class TrainConfig:
     tune_threshold: bool = False  # per-label threshold chosen on the validation split (never test)
     seed: int = 1
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    # "fp32" (reproducible on CPU), "bf16" (autocast; losses, prototypes, queue stay fp32), or "auto"
+    # (bf16 on CUDA and on CPUs with native bf16, else fp32); see harness.precision.
+    precision: str = "fp32"
     progress: bool = True
 
     def __post_init__(self):
@@ -39,6 +45,8 @@ class TrainConfig:
             problems.append(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold must be in (0, 1), got {self.threshold}")
         if problems:

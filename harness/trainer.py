@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from harness.config import TrainConfig
 from harness.data.dataset import MultimodalDataset, Split
 from harness.metrics import multilabel_metrics, per_label_f1, tune_thresholds
+from harness.precision import autocast, resolve_precision
 from models.base import ClassicModel, NeuralModel
 
 EVAL_BATCH = 256
@@ -102,7 +103,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
     steps_per_epoch = math.ceil(train.n / cfg.batch_size)
     optimiser, schedule = _optimiser(model, cfg, steps_per_epoch * cfg.epochs)
     shuffler = torch.Generator().manual_seed(cfg.seed)
-    autocast = _autocast(device)
+    dtype = resolve_precision(cfg.precision, device)
 
     started = time.perf_counter()
     history: list[dict] = []
@@ -114,7 +115,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
         losses = []
         for step, index in enumerate(order.split(cfg.batch_size), start=1):
             inputs, masks, labels = _batch(train, index.numpy(), device)
-            with autocast:
+            with autocast(device, dtype):
                 loss = model.training_loss(inputs, masks, labels).total
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(epoch, step, float(loss.detach()))
@@ -126,7 +127,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-        val_f1 = multilabel_metrics(valid.labels, predict(model, valid, device), cfg.threshold)["micro_f1"]
+        val_f1 = multilabel_metrics(valid.labels, predict(model, valid, device, dtype), cfg.threshold)["micro_f1"]
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_micro_f1": val_f1}
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_f1=f"{val_f1:.4f}")
@@ -137,11 +138,11 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
             on_epoch(epoch, row)  # may raise optuna.TrialPruned
 
     model.load_state_dict(best_state)
-    val_scores = predict(model, valid, device)
+    val_scores = predict(model, valid, device, dtype)
     thresholds = _thresholds(cfg, valid.labels, val_scores)
     val_metrics = multilabel_metrics(valid.labels, val_scores, thresholds)
     test = data.splits["test"]
-    test_scores = predict(model, test, device)
+    test_scores = predict(model, test, device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     result = _result(history, best_epoch, val_metrics, test.labels, test_scores, thresholds, started, n_params)
     result.latents = _latents(model, test, device)
@@ -149,14 +150,17 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch) -> TrainResult:
 
 
 @torch.no_grad()
-def predict(model: NeuralModel, split: Split, device: torch.device | str = "cpu") -> np.ndarray:
-    """Scores (N, C) of a neural model on a whole split, in evaluation mode."""
+def predict(
+    model: NeuralModel, split: Split, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> np.ndarray:
+    """Scores (N, C) of a neural model on a whole split, in evaluation mode, computed in ``dtype``
+    (``harness.precision.resolve_precision``: the run's, so validation sees the model as it trains)."""
     model.eval()
     out = []
     for start in range(0, split.n, EVAL_BATCH):
         index = np.arange(start, min(start + EVAL_BATCH, split.n))
         inputs, masks, _ = _batch(split, index, torch.device(device))
-        with _autocast(torch.device(device)):
+        with autocast(device, dtype):
             out.append(model(inputs, masks).float().cpu())
     return torch.cat(out).numpy()
 
@@ -192,11 +196,6 @@ def _optimiser(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
-
-
-def _autocast(device: torch.device):
-    # bf16 mixed precision on GPU only; CPU runs stay in float32 so results are exact.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _thresholds(cfg: TrainConfig, val_labels: np.ndarray, val_scores: np.ndarray) -> np.ndarray:
