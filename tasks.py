@@ -305,54 +305,68 @@ BENCH_HELP = {
     "batch": "batch size (default 64)",
     "steps": "timed steps per case, after one warm-up (default 5)",
     "threads": "torch CPU threads (default 2)",
-    "json": "print one JSON object per case instead of a table",
+    "precision": "fp32 (default), bf16 (autocast) or auto (bf16 where the CPU has native bf16, else fp32)",
+    "json": "print one JSON object per case instead of a table (the files are written either way)",
     "studies": "also time the default no_shuffle study with 1 and 2 workers (default on; --no-studies skips)",
-    "out": "folder for bench.md and bench.json (default runs/bench)",
+    "out": "folder for bench.md and bench.json (default runs/bench; not written with --only)",
 }
 
 
 @harness_task(help=BENCH_HELP)
-def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, json=False, studies=True, out=None):
-    """Benchmark training-step time, peak memory and throughput (and whole-study wall time)."""
+def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, precision="fp32", json=False, studies=True,
+          out=None):  # fmt: skip
+    """Benchmark training-step time, peak memory, FLOPs and fraction of matmul peak (and whole-study wall time)."""
     import json as json_lib
     import platform
     from datetime import date
     from pathlib import Path
 
+    import pandas as pd
+    import torch
+
     from harness import bench as benchmarks
+    from harness.precision import native_bf16, resolve_precision
     from harness.storage import RUNS_DIR
 
     try:
+        if resolve_precision(precision, "cpu") == torch.bfloat16 and not native_bf16("cpu"):
+            print("note: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, far slower than "
+                  "fp32; --precision auto picks fp32 here", file=sys.stderr)  # fmt: skip
         if only:
-            results = [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False)]
+            results = [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False, precision=precision)]
         else:
+            print(f"bench matmul peaks ({threads} threads) ...", file=sys.stderr, flush=True)
+            peaks = benchmarks.matmul_peaks(threads, isolate=True)
             plan = [("carat-step", "small")] + [(name, preset) for name in benchmarks.case_names()]
             results = []
             for name, case_preset in plan:
                 print(f"bench {name} ({case_preset}) ...", file=sys.stderr, flush=True)
-                results.append(benchmarks.run_case(name, case_preset, batch, steps, threads))
+                results.append(benchmarks.run_case(name, case_preset, batch, steps, threads, precision=precision,
+                                                   peaks=peaks))  # fmt: skip
             if studies:
                 for workers in (1, 2):
                     print(f"bench study no_shuffle, {workers} worker(s) ...", file=sys.stderr, flush=True)
                     results.append(benchmarks.time_study("no_shuffle", workers))
     except (ValueError, RuntimeError) as exc:
         raise Exit(f"error: {exc}", code=2)
+    table = pd.DataFrame(results).drop(columns=["torch"], errors="ignore")
     if json:
         for result in results:
             print(json_lib.dumps(result))
     else:
-        import pandas as pd
-
-        print(pd.DataFrame(results).drop(columns=["torch"], errors="ignore").to_string(index=False))
+        print(table.to_string(index=False))
     if only:
         return
     folder = Path(out) if out else RUNS_DIR / "bench"
     folder.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}"
-    header = f"Measured {date.today()} on {machine} with `invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads}`\n\n"
-    (folder / "bench.json").write_text(json_lib.dumps({"machine": machine, "results": results}, indent=1))
-    (folder / "bench.md").write_text(header + _markdown_table(pd.DataFrame(results).drop(columns=["torch"])))
-    print(f"wrote {folder / 'bench.md'} and {folder / 'bench.json'}")
+    command = f"invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads} --precision {precision}"
+    peak_line = ", ".join(f"{name} {value} GFLOP/s" for name, value in peaks.items())
+    header = f"Measured {date.today()} on {machine} with `{command}`; matmul peak at {threads} threads: {peak_line}\n\n"
+    report = {"machine": machine, "command": command, "matmul_peak_gflops": peaks, "results": results}
+    (folder / "bench.json").write_text(json_lib.dumps(report, indent=1))
+    (folder / "bench.md").write_text(header + _markdown_table(table))
+    print(f"wrote {folder / 'bench.md'} and {folder / 'bench.json'}", file=sys.stderr if json else sys.stdout)
 
 
 def _markdown_table(frame) -> str:

@@ -1,16 +1,27 @@
 """Micro-benchmarks: training-step time and peak memory of CARAT, its variants and the neural
-baselines, and CARAT's inference throughput, on random data of the aligned CMU-MOSEI shape.
+baselines, and CARAT's inference throughput, on random data of the aligned CMU-MOSEI shape,
+each with its distance to what the machine's matmuls can do.
 
-    >>> from harness.bench import run_case, case_names
-    >>> run_case("carat-step", preset="paper", batch=64, steps=5, threads=2)
-    {'case': 'carat-step', 'median_step_ms': ..., 'peak_rss_mb': ..., ...}
+    >>> from harness.bench import run_case, case_names, matmul_peaks
+    >>> peaks = matmul_peaks(threads=2)
+    >>> run_case("carat-step", preset="paper", batch=64, steps=5, threads=2, peaks=peaks)
+    {'case': 'carat-step', 'median_step_ms': ..., 'peak_rss_mb': ..., 'gflop_per_step': ..., ...}
 
 A step is forward, backward and an Adam step; one warm-up step (or forward) is not
 counted. Each case runs by default in a fresh process, so that its peak resident memory
 (``peak_rss_mb``, from getrusage) is its own and not that of earlier cases.
+
+Distance to the limit: the warm-up step runs under torch's ``FlopCounterMode``, which
+counts the floating-point operations of every matmul-like op it dispatches (linear,
+(b)mm, attention; elementwise ops, softmax and normalisation are not counted), forward
+and backward, checkpoint recomputation included. ``matmul_peaks`` times large square
+matmuls at the bench's thread count in fp32 and bf16; a case reports its achieved
+GFLOP/s (counted FLOPs / median step time) and that as a fraction of the peak of its
+precision. A fraction near 1 means only fewer FLOPs or faster arithmetic can help.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import resource
 import statistics
@@ -21,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 # Aligned CMU-MOSEI (CARAT.md section 8): GloVe text, FACET visual, COVAREP audio, 6 emotions.
 MOSEI_ALIGNED_SHAPES = {"text": (60, 300), "visual": (60, 35), "audio": (60, 74)}
@@ -63,26 +75,40 @@ def case_names() -> list[str]:
 
 
 def run_case(
-    name: str, preset: str = "paper", batch: int = 64, steps: int = 5, threads: int = 2, isolate: bool = True
+    name: str, preset: str = "paper", batch: int = 64, steps: int = 5, threads: int = 2, isolate: bool = True,
+    precision: str = "fp32", peaks: dict | None = None,
 ) -> dict:
-    """Run one benchmark case; returns plain data (times in ms, memory in MB)."""
+    """Run one benchmark case; returns plain data (times in ms, memory in MB, FLOPs in GFLOP).
+
+    ``precision`` is a ``TrainConfig.precision`` value, resolved for the CPU (``harness.precision``).
+    ``peaks`` ({"fp32": GFLOP/s, "bf16": GFLOP/s}, from ``matmul_peaks``) adds the fraction of peak;
+    without it, and not isolated, the peaks are measured here after the case.
+    """
+    from harness.precision import PRECISIONS
+
     cases = available_cases()
     if name not in cases:
         raise ValueError(f"unknown bench case {name!r}; valid: {', '.join(cases)}")
     if batch < 1 or steps < 1 or threads < 1:
         raise ValueError(f"batch, steps and threads must be >= 1, got {batch}, {steps}, {threads}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not isolate:
-        return _run_here(name, cases[name], preset, batch, steps, threads)
+        return _run_here(name, cases[name], preset, batch, steps, threads, precision, peaks)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own peak RSS
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_run_here, name, cases[name], preset, batch, steps, threads).result()
+        return pool.submit(_run_here, name, cases[name], preset, batch, steps, threads, precision, peaks).result()
 
 
-def _run_here(name: str, case: BenchCase, preset: str, batch: int, steps: int, threads: int) -> dict:
+def _run_here(
+    name: str, case: BenchCase, preset: str, batch: int, steps: int, threads: int, precision: str, peaks: dict | None
+) -> dict:
     import models
     from harness.data.dataset import DataSpec
+    from harness.precision import precision_name, resolve_precision
     from models.base import NeuralModel
 
+    dtype = resolve_precision(precision, "cpu")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -93,28 +119,77 @@ def _run_here(name: str, case: BenchCase, preset: str, batch: int, steps: int, t
             raise ValueError(f"bench case {name!r}: {case.model!r} is not a neural model")
         inputs, masks, labels = _random_batch(spec, batch)
         timed = _time_steps if case.kind == "step" else _time_inference
-        times = timed(model, inputs, masks, labels, steps)
+        times, flops = timed(model, inputs, masks, labels, steps, dtype)
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; before the peaks below
+        if peaks is None:
+            peaks = matmul_peaks(threads)
     finally:
         torch.set_num_threads(previous_threads)
     median = statistics.median(times)
     config = getattr(model, "config", None)
     uses_supcon = getattr(config, "contrastive", False)
+    achieved = flops / median / 1e9
+    peak = peaks.get(precision_name(dtype))
     return {
         "case": name,
         "model": case.model,
         "kind": case.kind,
         "preset": preset,
+        "precision": precision_name(dtype),
         "batch": batch,
         "steps": steps,
         "threads": threads,
         "median_step_ms": round(median * 1e3, 1),
         "min_step_ms": round(min(times) * 1e3, 1),
         "samples_per_s": round(batch / median, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
+        "peak_rss_mb": round(peak_rss, 1),
+        "gflop_per_step": round(flops / 1e9, 2),
+        "achieved_gflops": round(achieved, 1),
+        "peak_gflops": peak,
+        "fraction_of_peak": round(achieved / peak, 3) if peak else None,
         "contrastive_mode": getattr(config, "contrastive_mode", None) if uses_supcon else None,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
     }
+
+
+def matmul_peaks(threads: int = 2, isolate: bool = False, max_size: int = 4096) -> dict[str, float]:
+    """The machine's matmul rate in GFLOP/s at ``threads`` threads, for fp32 and bf16.
+
+    Best of a few square matmuls, the size doubled from 64 until one takes at least
+    0.1 s (or ``max_size`` is reached): large enough to run at full speed, small enough
+    that an emulated bf16 (a CPU without native bf16) costs seconds, not minutes.
+    """
+    if isolate:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(matmul_peaks, threads, False, max_size).result()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dtypes = (("fp32", torch.float32), ("bf16", torch.bfloat16))
+        return {name: _matmul_rate(dtype, max_size) for name, dtype in dtypes}
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _matmul_rate(dtype: torch.dtype, max_size: int, repeats: int = 5) -> float:
+    g = torch.Generator().manual_seed(0)
+    size = 64
+    while True:
+        a, b = (torch.randn(size, size, generator=g).to(dtype) for _ in range(2))
+        seconds = min(_seconds(torch.mm, a, b) for _ in range(2))  # the first call may pay one-off set-up
+        if seconds >= 0.1 or size >= max_size:
+            break
+        size *= 2
+    seconds = min([seconds] + [_seconds(torch.mm, a, b) for _ in range(repeats - 2)])
+    return round(2 * size**3 / seconds / 1e9, 1)
+
+
+def _seconds(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def _random_batch(spec, batch: int):
@@ -125,32 +200,48 @@ def _random_batch(spec, batch: int):
     return inputs, masks, labels
 
 
-def _time_steps(model, inputs, masks, labels, steps: int) -> list[float]:
-    """Seconds per training step (forward, backward, Adam), after one uncounted warm-up step."""
+def _time_steps(model, inputs, masks, labels, steps: int, dtype: torch.dtype) -> tuple[list[float], int]:
+    """Seconds per training step (forward, backward, Adam) after one warm-up step, and the FLOPs
+    of that warm-up step (counted, backward and recomputation included). As the trainer does, only
+    the loss runs under autocast."""
+    from harness.precision import autocast
+
     optimiser = torch.optim.Adam(model.parameters(), lr=5e-5)
     model.train()
     times = []
     for i in range(steps + 1):
+        counter = FlopCounterMode(display=False) if i == 0 else contextlib.nullcontext()
         start = time.perf_counter()
-        optimiser.zero_grad(set_to_none=True)
-        model.training_loss(inputs, masks, labels).total.backward()
-        optimiser.step()
+        with counter:
+            optimiser.zero_grad(set_to_none=True)
+            with autocast("cpu", dtype):
+                loss = model.training_loss(inputs, masks, labels).total
+            loss.backward()
+            optimiser.step()
         if i:
             times.append(time.perf_counter() - start)
-    return times
+        else:
+            flops = counter.get_total_flops()
+    return times, flops
 
 
-def _time_inference(model, inputs, masks, labels, steps: int) -> list[float]:
-    """Seconds per forward pass in eval mode without autograd, after one uncounted warm-up."""
+def _time_inference(model, inputs, masks, labels, steps: int, dtype: torch.dtype) -> tuple[list[float], int]:
+    """Seconds per forward pass in eval mode without autograd after one warm-up, and its FLOPs."""
+    from harness.precision import autocast
+
     model.eval()
     times = []
     with torch.inference_mode():
         for i in range(steps + 1):
+            counter = FlopCounterMode(display=False) if i == 0 else contextlib.nullcontext()
             start = time.perf_counter()
-            model(inputs, masks)
+            with counter, autocast("cpu", dtype):
+                model(inputs, masks)
             if i:
                 times.append(time.perf_counter() - start)
-    return times
+            else:
+                flops = counter.get_total_flops()
+    return times, flops
 
 
 def time_study(study: str = "no_shuffle", workers: int = 1) -> dict:

@@ -14,6 +14,9 @@ from harness.presets import preset_values
 # and per-tensor clipping, or torch's AdamW with linear warm-up/decay and one global clip.
 OPTIMIZERS = ("reference", "adamw")
 
+# What ``precision`` may name; ``harness.precision`` says what each means on a device.
+PRECISIONS = ("fp32", "bf16", "auto")
+
 TRAIN_PRESETS: dict[str, dict] = {
     # The paper / reference protocol (CARAT.md section 5).
     "paper": dict(lr=5e-5, weight_decay=0.01, batch_size=64, epochs=20, warmup_ratio=0.1, clip_norm=1.0,
@@ -43,6 +46,9 @@ class TrainConfig:
     tune_threshold: bool = False  # per-label threshold chosen on the validation split (never test)
     seed: int = 1
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    # "fp32" (reproducible on CPU), "bf16" (autocast; losses, prototypes, queue stay fp32), or "auto"
+    # (bf16 on CUDA and on CPUs with native bf16, else fp32); see harness.precision.
+    precision: str = "fp32"
     progress: bool = True
 
     def __post_init__(self):
@@ -59,6 +65,8 @@ class TrainConfig:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not isinstance(self.drop_last, bool):
             problems.append(f"drop_last must be true or false, got {self.drop_last!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold must be in (0, 1), got {self.threshold}")
         if problems:

@@ -33,6 +33,7 @@ from harness.config import TrainConfig
 from harness.data.dataset import MultimodalDataset, Split
 from harness.metrics import CONSTANT_SCORE_TOL, is_constant_predictor, multilabel_metrics, per_label_f1, score_spread, tune_thresholds
 from harness.optim import build_optimizer
+from harness.precision import autocast, resolve_precision
 from models.base import ClassicModel, NeuralModel
 
 EVAL_BATCH = 256
@@ -129,7 +130,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
     total_steps = steps_per_epoch(train.n, cfg.batch_size, cfg.drop_last) * cfg.epochs
     optimiser, schedule, clip = build_optimizer(model, cfg, total_steps)
     shuffler = torch.Generator().manual_seed(cfg.seed)
-    autocast = _autocast(device)
+    dtype = resolve_precision(cfg.precision, device)
 
     state = _Progress()
     identity = _run_identity(model, data, cfg)
@@ -147,7 +148,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
         losses = []
         for step, index in enumerate(_batches(order, cfg.batch_size, cfg.drop_last), start=1):
             inputs, masks, labels = _batch(train, index.numpy(), device)
-            with autocast:
+            with autocast(device, dtype):
                 loss = model.training_loss(inputs, masks, labels).total
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(epoch, step, float(loss.detach()))
@@ -159,7 +160,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-        val_f1 = multilabel_metrics(valid.labels, predict(model, valid, device), cfg.threshold)["micro_f1"]
+        val_f1 = multilabel_metrics(valid.labels, predict(model, valid, device, dtype), cfg.threshold)["micro_f1"]
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_micro_f1": val_f1}
         state.history.append(row)
         state.epoch = epoch
@@ -175,11 +176,11 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
     bar.close()
 
     model.load_state_dict(state.best_weights)
-    val_scores = predict(model, valid, device)
+    val_scores = predict(model, valid, device, dtype)
     thresholds = _thresholds(cfg, valid.labels, val_scores)
     val_metrics = multilabel_metrics(valid.labels, val_scores, thresholds)
     test = data.splits["test"]
-    test_scores = predict(model, test, device)
+    test_scores = predict(model, test, device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     result = _result(state.history, state.best_epoch, val_metrics, test.labels, test_scores, thresholds, started,
                      n_params)  # fmt: skip
@@ -298,14 +299,17 @@ def _set_rng_state(state: dict, shuffler: torch.Generator) -> None:
 
 
 @torch.no_grad()
-def predict(model: NeuralModel, split: Split, device: torch.device | str = "cpu") -> np.ndarray:
-    """Scores (N, C) of a neural model on a whole split, in evaluation mode."""
+def predict(
+    model: NeuralModel, split: Split, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> np.ndarray:
+    """Scores (N, C) of a neural model on a whole split, in evaluation mode, computed in ``dtype``
+    (``harness.precision.resolve_precision``: the run's, so validation sees the model as it trains)."""
     model.eval()
     out = []
     for start in range(0, split.n, EVAL_BATCH):
         index = np.arange(start, min(start + EVAL_BATCH, split.n))
         inputs, masks, _ = _batch(split, index, torch.device(device))
-        with _autocast(torch.device(device)):
+        with autocast(device, dtype):
             out.append(model(inputs, masks).float().cpu())
     return torch.cat(out).numpy()
 
@@ -347,11 +351,6 @@ def _batches(order: torch.Tensor, batch_size: int, drop_last: bool) -> list[torc
     if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
-
-
-def _autocast(device: torch.device):
-    # bf16 mixed precision on GPU only; CPU runs stay in float32 so results are exact.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _thresholds(cfg: TrainConfig, val_labels: np.ndarray, val_scores: np.ndarray) -> np.ndarray:

@@ -74,6 +74,17 @@ def build_config(config_cls, preset_values: dict, overrides: dict, model_name: s
     return config_cls(**{**preset_values, **overrides})
 
 
+def float32_region(device: torch.device | str) -> torch.autocast:
+    """Autocast off on ``device``: what needs float32 range or accumulation (losses, log-sum-exp,
+    running averages) runs in float32 even inside a bf16 autocast region; outside one it changes nothing."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 (from autocast) up to float32; float32 and float64 tensors are returned as they are."""
+    return x.float() if torch.finfo(x.dtype).bits < 32 else x
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over time of (B, T, D) features, counting only real steps; all-padding rows give 0."""
     weights = mask.to(x.dtype).unsqueeze(-1)

@@ -37,6 +37,11 @@ Speed and memory (see ``models.contrastive`` and ``models.layers``): SupCon is c
 exactly in blocks, never as the reference's (batch + queue)^2 matrices; attention keeps
 only q, k, v and its dropout mask for backward; ``checkpoint_layers`` (on in the paper
 preset) recomputes encoder layers in backward.
+
+Mixed precision (``harness.precision``): under bf16 autocast the matmuls run in bf16,
+while the loss terms, the SupCon loss, the prototype padding and update, and the vectors
+pushed to the queue are computed in float32 (``float32_region``), so that the
+buffers that live across steps never hold bf16 values. In float32 these casts are no-ops.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ from torch import nn
 
 from harness.data.dataset import DataSpec
 from harness.presets import preset_values
-from models.base import LossOutput, NeuralModel, build_config
+from models.base import LossOutput, NeuralModel, at_least_float32, build_config, float32_region
 from models.contrastive import FeatureQueue, supcon_chunked
 from models.layers import LAYER_NORM_EPS, CTCAligner, LabelAttention, ModalityMLP, SequenceEncoder, mlp
 from models.registry import register
@@ -330,7 +335,7 @@ class CARAT(NeuralModel):
             self._add(parts, "agg", cfg.gamma_agg, lambda: self._bce_aggregation(head_features, labels))
             if cfg.shuffles:
                 self._add(parts, "shuffle_agg", cfg.gamma_sf, lambda: self._bce_shuffled(head_features, labels))
-        total = sum(parts.values(), f.new_zeros(()))
+        total = sum(parts.values(), torch.zeros((), device=f.device))
         if self.training:
             self._update_memory(rec.z if rec is not None else None, labels, contrast)
         return LossOutput(total=total, parts=parts)
@@ -398,10 +403,12 @@ class CARAT(NeuralModel):
     def _prototype_padding(self, z: torch.Tensor, soft: bool) -> torch.Tensor:
         """Latent stand-in for z: softmax-weighted prototype mix (training) or the closer one (inference)."""
         protos = self.prototypes
-        sims = torch.einsum("bmcd,pmcd->bmcp", F.normalize(z, dim=-1), protos)  # prototypes not normalised
-        if soft:
-            return torch.einsum("bmcp,pmcd->bmcd", torch.softmax(sims, dim=-1), protos)
-        return torch.where((sims[..., 0] > sims[..., 1]).unsqueeze(-1), protos[0], protos[1])
+        with float32_region(z.device):  # the prototypes are float32 running averages; so is their use
+            unit = F.normalize(at_least_float32(z), dim=-1)
+            sims = torch.einsum("bmcd,pmcd->bmcp", unit, protos)  # prototypes not normalised
+            if soft:
+                return torch.einsum("bmcp,pmcd->bmcd", torch.softmax(sims, dim=-1), protos)
+            return torch.where((sims[..., 0] > sims[..., 1]).unsqueeze(-1), protos[0], protos[1])
 
     def _contrast_set(self, f, rec: Reconstruction | None, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised latents of every level (z, En(a), En(b); only z without reconstruction) and their
@@ -410,7 +417,8 @@ class CARAT(NeuralModel):
             latents = [self.latent_encoder(f)]
         else:
             latents = [rec.z, *self.latent_encoder(torch.cat([rec.a, rec.b], dim=2)).split(labels.shape[1], dim=2)]
-        stacked = F.normalize(torch.stack(latents, dim=1), dim=-1)  # (B, L, M, C, dz)
+        # (B, L, M, C, dz), normalised in float32: these vectors also go to the queue.
+        stacked = F.normalize(at_least_float32(torch.stack(latents, dim=1)), dim=-1)
         classes = contrastive_classes(labels, len(self.modalities)).unsqueeze(1).expand(stacked.shape[:-1])
         return stacked.reshape(-1, stacked.shape[-1]), classes.reshape(-1)
 
@@ -425,20 +433,22 @@ class CARAT(NeuralModel):
     def _update_memory(self, z, labels, contrast) -> None:
         if z is not None:
             # A new tensor, not an in-place update: this step's graph still holds the old prototypes.
-            self.prototypes = ema_prototypes(
-                self.prototypes, F.normalize(z, dim=-1), labels, self.config.prototype_momentum
-            )
+            with float32_region(z.device):
+                self.prototypes = ema_prototypes(
+                    self.prototypes, F.normalize(at_least_float32(z), dim=-1), labels, self.config.prototype_momentum
+                )
         if contrast is not None:
             self.queue.push(*contrast)
 
     # ---- section 3: heads, aggregation, shuffle ----------------------------------------
 
     def _pooled_logits(self, features: torch.Tensor) -> torch.Tensor:
-        logits = torch.einsum("bmcd,mcd->bmc", features, self.classifier)
+        # Logits in float32 for the losses and scores, whatever precision the einsum ran in.
+        logits = at_least_float32(torch.einsum("bmcd,mcd->bmc", features, self.classifier))
         return logits.amax(dim=1) if self.config.pooling == "max" else logits.mean(dim=1)
 
     def _aggregate(self, features: torch.Tensor) -> torch.Tensor:
-        return self.aggregator(features.flatten(2))  # (B, M, C*d) -> (B, M, C)
+        return at_least_float32(self.aggregator(features.flatten(2)))  # (B, M, C*d) -> (B, M, C), float32 logits
 
     def _scores(self, head_features: torch.Tensor) -> torch.Tensor:
         scores = torch.sigmoid(self._pooled_logits(head_features))
@@ -500,8 +510,8 @@ def _alpha_inputs(r: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def _mse_per_modality(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """sum_m MSE(x_m, target_m), each MSE a mean over (B, C, d) as nn.MSELoss."""
-    return (x - target).pow(2).mean(dim=(0, 2, 3)).sum()
+    """sum_m MSE(x_m, target_m), each MSE a mean over (B, C, d) as nn.MSELoss; in float32 under autocast."""
+    return (at_least_float32(x) - at_least_float32(target)).pow(2).mean(dim=(0, 2, 3)).sum()
 
 
 # ----------------------------------------------------------------------------------------

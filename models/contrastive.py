@@ -13,11 +13,16 @@ where P(i) are the other vectors of the same class; an anchor without positives
 contributes 0 and still counts in the mean over anchors (as in the reference). The
 reference adds 1e-12 inside its log and to its positive counts; the chunked form leaves
 these out, which only matters when a normaliser is itself below about 1e-10.
+
+Under bf16 autocast (``harness.precision``) the chunked loss still runs in float32 on any
+device: its exponentials of similarities / 0.07 need float32's range and accuracy.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from models.base import at_least_float32, float32_region
 
 
 def supcon_dense(
@@ -62,10 +67,12 @@ def supcon_chunked(
     if not torch.isfinite(batch.detach()).all():
         # A diverged model: hand the trainer a NaN loss, which it reports with epoch and step.
         return batch.sum() * float("nan")
+    batch, queue = at_least_float32(batch), at_least_float32(queue.detach())  # see the module docstring
     classes = torch.cat([batch_classes, queue_classes]).to(batch.dtype)
-    return _ChunkedSupCon.apply(
-        batch, queue.detach(), classes, bool(queue_anchors), float(temperature), int(chunk_size)
-    )
+    with float32_region(batch.device):
+        return _ChunkedSupCon.apply(
+            batch, queue, classes, bool(queue_anchors), float(temperature), int(chunk_size)
+        )
 
 
 class _ChunkedSupCon(torch.autograd.Function):
@@ -82,9 +89,9 @@ class _ChunkedSupCon(torch.autograd.Function):
       computed in float64.
     """
 
-    # Exponentials of similarities / 0.07 need float32 even under bf16 autocast (GPU training).
+    # Inputs arrive in float32 and autocast is off (``supcon_chunked``); backward turns it off too,
+    # whatever autocast state the caller of backward() is in.
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, batch, queue, classes, queue_anchors, temperature, chunk_size):
         features = torch.cat([batch, queue])  # a copy: the caller may push to its queue before backward
         n_batch, n_anchors = batch.shape[0], features.shape[0] if queue_anchors else batch.shape[0]
@@ -107,8 +114,12 @@ class _ChunkedSupCon(torch.autograd.Function):
         return losses.sum() / n_anchors
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_output):
+        with float32_region(grad_output.device):
+            return _ChunkedSupCon._backward(ctx, grad_output)
+
+    @staticmethod
+    def _backward(ctx, grad_output):
         features, class_of, class_sizes, normalisers, n_positives = ctx.saved_tensors
         n_batch, n_anchors, temperature = ctx.n_batch, normalisers.shape[0], ctx.temperature
         blocks = _Blocks(features, n_batch, n_anchors, temperature, ctx.chunk_size)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from models.base import at_least_float32, float32_region
+
 # BERT's additive mask value: large enough that exp() underflows to exactly 0 for padding
 # keys, yet finite, so a sequence with no real step still gives finite (uniform) weights.
 MASK_VALUE = -10000.0
@@ -187,7 +189,10 @@ class CTCAligner(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, D), mask (B, T) -> aligned (B, target_len, D)."""
         x = x * mask.unsqueeze(-1).to(x.dtype)
-        scores, _ = self.lstm(x)
+        # The recurrence runs in float32 even under bf16 autocast: rounding would compound over the
+        # steps, and oneDNN has no bf16 LSTM on CPUs without native bf16.
+        with float32_region(x.device):
+            scores, _ = self.lstm(at_least_float32(x))
         positions = torch.softmax(scores, dim=-1)[..., 1:]
         return positions.transpose(1, 2) @ x
 

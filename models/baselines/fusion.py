@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.presets import preset_values
-from models.base import LossOutput, build_config, masked_mean
+from models.base import LossOutput, at_least_float32, build_config, masked_mean
 from models.baselines.layers import (
     LogitModel,
     ModalityEmbedding,
@@ -94,12 +94,12 @@ class LateFusion(LogitModel):
         )
 
     def modality_logits(self, inputs, masks) -> torch.Tensor:
-        """(B, M, C) logits of every modality's own classifier, in spec order."""
+        """(B, M, C) float32 logits of every modality's own classifier, in spec order."""
         per_modality = []
         for m in self.spec.modality_names:
             h = self.encoders[m](self.embed[m](inputs[m]), src_key_padding_mask=keys_to_ignore(masks[m]))
             per_modality.append(self.heads[m](masked_mean(h, masks[m])))
-        return torch.stack(per_modality, dim=1)
+        return at_least_float32(torch.stack(per_modality, dim=1))
 
     def scores(self, inputs, masks):
         return torch.sigmoid(self.modality_logits(inputs, masks)).mean(dim=1)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import LossOutput, NeuralModel, masked_mean
+from models.base import LossOutput, NeuralModel, at_least_float32, masked_mean
 from models.baselines.common import check_inputs
 
 POOLINGS = ("mean", "last")
@@ -100,7 +100,8 @@ class LogitModel(NeuralModel):
     """Shared contract of the neural baselines: validate inputs, scores = sigmoid(logits), loss = BCE-with-logits.
 
     Subclasses implement ``logits``; one whose score is not a single sigmoid (late fusion)
-    overrides ``scores`` and ``loss`` instead.
+    overrides ``scores`` and ``loss`` instead. Scores and losses are float32 even under bf16
+    autocast (``harness.precision``).
     """
 
     def __init__(self, spec, config):
@@ -120,9 +121,9 @@ class LogitModel(NeuralModel):
         raise NotImplementedError
 
     def scores(self, inputs, masks) -> torch.Tensor:
-        return torch.sigmoid(self.logits(inputs, masks))
+        return torch.sigmoid(at_least_float32(self.logits(inputs, masks)))
 
     def loss(self, inputs, masks, labels) -> LossOutput:
-        logits = self.logits(inputs, masks)
+        logits = at_least_float32(self.logits(inputs, masks))
         bce = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         return LossOutput(bce, {"bce": bce})

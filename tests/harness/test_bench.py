@@ -1,9 +1,19 @@
-"""The micro-benchmark cases run and report plain data (no timing is asserted)."""
+"""The micro-benchmark cases run and report plain data (no timing is asserted), and the bench task."""
+import importlib.util
+import json
+
 import pytest
+import torch
+from invoke import Context
+from invoke.exceptions import Exit
 
 import models
+from harness import bench
 from harness.bench import CASES, available_cases, run_case
+from harness.data.dataset import DataSpec
 from models.carat import VARIANTS
+
+PEAKS = {"fp32": 100.0, "bf16": 400.0}
 
 
 def test_cases_cover_carat_both_modes_every_variant_and_inference():
@@ -21,11 +31,46 @@ def test_baseline_cases_follow_the_registry():
 
 @pytest.mark.parametrize("name", ["carat-step-fast", "variant-no_shuffle", "inference"])
 def test_run_case_reports_plain_numbers(name):
-    result = run_case(name, preset="small", batch=3, steps=2, threads=1, isolate=False)
+    result = run_case(name, preset="small", batch=3, steps=2, threads=1, isolate=False, peaks=PEAKS)
     assert result["case"] == name and result["batch"] == 3 and result["steps"] == 2 and result["threads"] == 1
     assert result["median_step_ms"] > 0 and result["min_step_ms"] <= result["median_step_ms"]
     assert result["peak_rss_mb"] > 0 and result["samples_per_s"] > 0
     assert result["contrastive_mode"] == ("fast" if name == "carat-step-fast" else "reference")
+    assert result["precision"] == "fp32" and result["gflop_per_step"] > 0 and result["peak_gflops"] == 100.0
+    achieved = result["gflop_per_step"] / (result["median_step_ms"] / 1e3)
+    assert result["achieved_gflops"] == pytest.approx(achieved, rel=0.05, abs=0.1)
+    assert result["fraction_of_peak"] == pytest.approx(result["achieved_gflops"] / 100.0, abs=1e-3)
+
+
+def test_bf16_case_runs_under_autocast_and_uses_the_bf16_peak():
+    result = run_case("variant-no_contrastive", preset="small", batch=2, steps=1, threads=1, isolate=False,
+                      precision="bf16", peaks=PEAKS)  # fmt: skip
+    assert result["precision"] == "bf16" and result["peak_gflops"] == 400.0
+
+
+def _tiny_carat(**overrides):
+    spec = DataSpec({"text": (5, 4), "audio": (5, 3)}, ("a", "b"))
+    torch.manual_seed(0)
+    model = models.create("carat", spec, hidden_size=16, latent_size=8, depths=(2,), heads=2, queue_size=64,
+                          **overrides)  # fmt: skip
+    return model, bench._random_batch(spec, 4)
+
+
+def test_flops_are_counted_with_backward_and_checkpoint_recomputation():
+    counted = {}
+    for checkpoint in (False, True):
+        model, batch = _tiny_carat(checkpoint_layers=checkpoint)
+        counted[checkpoint] = bench._time_steps(model, *batch, steps=1, dtype=torch.float32)[1]
+    model, batch = _tiny_carat()
+    forward = bench._time_inference(model, *batch, steps=1, dtype=torch.float32)[1]
+    # Backward costs about twice the forward; recomputing the layers adds part of a forward.
+    assert counted[False] > 2 * forward
+    assert forward > counted[True] - counted[False] > 0
+
+
+def test_matmul_peaks_reports_both_precisions():
+    peaks = bench.matmul_peaks(threads=1, max_size=64)
+    assert set(peaks) == {"fp32", "bf16"} and all(value > 0 for value in peaks.values())
 
 
 def test_isolated_run_works_in_a_fresh_process():
@@ -33,8 +78,54 @@ def test_isolated_run_works_in_a_fresh_process():
     assert result["model"] == "no_contrastive" and result["contrastive_mode"] is None
 
 
-def test_unknown_case_and_bad_sizes_are_refused():
+def test_unknown_case_bad_sizes_and_bad_precision_are_refused():
     with pytest.raises(ValueError, match="valid"):
         run_case("carat-walk", isolate=False)
     with pytest.raises(ValueError, match=">= 1"):
         run_case("inference", steps=0, isolate=False)
+    with pytest.raises(ValueError, match="precision"):
+        run_case("inference", precision="fp16", isolate=False)
+
+
+# --- the task ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bench_task(repo_root, monkeypatch):
+    """The task function with every case replaced by an instant fake (the task's plumbing is under test)."""
+    spec = importlib.util.spec_from_file_location("project_tasks", repo_root / "tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def fake_case(name, preset, batch, steps, threads, isolate=True, precision="fp32", peaks=None):
+        return {"case": name, "preset": preset, "precision": precision, "batch": batch, "median_step_ms": 1.5,
+                "peak_rss_mb": 10.0, "gflop_per_step": 1.0, "fraction_of_peak": 0.5, "torch": "x"}  # fmt: skip
+
+    monkeypatch.setattr(bench, "run_case", fake_case)
+    monkeypatch.setattr(bench, "case_names", lambda: ["carat-step", "inference"])
+    monkeypatch.setattr(bench, "matmul_peaks", lambda threads, isolate=False: dict(PEAKS))
+    return lambda **options: module.bench.body(Context(), **options)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_task_over_all_cases_writes_its_files_in_both_output_forms(bench_task, tmp_path, capsys, as_json):
+    bench_task(json=as_json, studies=False, out=str(tmp_path), batch=8)
+    out = capsys.readouterr().out
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["case"] for r in written["results"]] == ["carat-step", "carat-step", "inference"]
+    assert written["matmul_peak_gflops"] == PEAKS and all(r["batch"] == 8 for r in written["results"])
+    assert "fp32 100.0 GFLOP/s" in (tmp_path / "bench.md").read_text()
+    if as_json:  # stdout is one JSON object per case and nothing else
+        assert [json.loads(line)["case"] for line in out.splitlines()] == ["carat-step", "carat-step", "inference"]
+
+
+@pytest.mark.parametrize("option", ["batch", "steps", "threads"])
+def test_task_refuses_a_non_numeric_count_with_one_message(repo_root, option):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--only", "carat-step", f"--{option}", "many"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip() == f"error: --{option} must be a whole number, got 'many'"
+
+
