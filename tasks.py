@@ -59,6 +59,8 @@ RUN_HELP = {
     "trials": "Optuna tuning budget per variant (default: the study's)",
     "preset": f"model/training preset: {' or '.join(PRESETS)} (default: the study's; see harness/presets.py)",
     "device": "cpu (default), cuda, cuda:N or auto",
+    "precision": "fp32 (reproducible on CPU), bf16 (autocast; losses, SupCon, prototypes, queue in fp32) or auto "
+                 "(bf16 where the device supports it) (default: the study's, else fp32)",
     "workers": "local worker processes (joblib), sharing the CPU threads (default 1)",
     "storage": "Optuna storage: postgresql://... or a journal file path (default runs/optuna.journal)",
     "tracking_uri": "MLflow tracking URI: http://host:port, postgresql://..., sqlite:///... (default runs/mlflow.db)",
@@ -78,6 +80,7 @@ def _run_study(study, tune_only, **options):
         spec = studies.load(study).with_options(
             dataset=options["dataset"], data_path=options["data_path"], seeds=options["seeds"],
             epochs=options["epochs"], trials=options["trials"], preset=options["preset"], quick=options["quick"],
+            precision=options["precision"],
         )  # fmt: skip
         run_options = runner.RunOptions(
             device=options["device"], workers=options["workers"], storage=options["storage"],
@@ -131,7 +134,7 @@ def _print_outcome(outcome, options):
 
 @harness_task(help=RUN_HELP)
 def ablate(c, study="no_shuffle", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
-           preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False,
+           preset=None, device="cpu", precision=None, workers=1, storage=None, tracking_uri=None, quick=False,
            keep_checkpoints=False, checkpoint_dir=None, verbose=False):  # fmt: skip
     """Run a study: tuning (if it has a search space) then seeded repeats, tracked in MLflow."""
     _run_study(study, tune_only=False, **_options(locals()))
@@ -139,14 +142,14 @@ def ablate(c, study="no_shuffle", dataset=None, data_path=None, seeds=None, epoc
 
 @harness_task(help=RUN_HELP)
 def tune(c, study="tune", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
-         preset=None, device="cpu", workers=1, storage=None, tracking_uri=None, quick=False,
+         preset=None, device="cpu", precision=None, workers=1, storage=None, tracking_uri=None, quick=False,
          keep_checkpoints=False, checkpoint_dir=None, verbose=False):  # fmt: skip
     """Run only the Optuna search of a study (pruned on validation micro-F1)."""
     _run_study(study, tune_only=True, **_options(locals()))
 
 
 def _options(values: dict) -> dict:
-    keep = ("dataset", "data_path", "seeds", "epochs", "trials", "preset", "device", "workers", "storage",
+    keep = ("dataset", "data_path", "seeds", "epochs", "trials", "preset", "device", "precision", "workers", "storage",
             "tracking_uri", "quick", "keep_checkpoints", "checkpoint_dir", "verbose")  # fmt: skip
     return {k: values[k] for k in keep}
 

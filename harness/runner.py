@@ -394,13 +394,21 @@ class _Worker:
     def train(self, claim: Claim) -> None:
         plan, study = self.plan, self.plan.study
         unit = Unit.of(claim.unit)
+        clock = [time.perf_counter()]  # where a unit's time goes, logged with it (see invoke bench)
+
+        def lap() -> float:
+            clock.append(time.perf_counter())
+            return clock[-1] - clock[-2]
+
         data = self.data(unit)
+        seconds = {"time_data_s": lap()}
         params = study.params_for(unit.variant, unit.setting)
         if unit.phase == "tune":
             params.update({p.name: p.suggest(claim.trial) for p in study.search_space})
         else:
             params = {**params, **self.best.get((unit.variant, unit.dataset), {}), **study.settings()[unit.setting]}
         train_cfg, model = _build(study, unit.variant, data.spec, params, unit.seed, plan.options)
+        seconds["time_build_s"] = lap()
         name = run_name(unit, claim.number, several_datasets=len(study.datasets) > 1)
         checkpoint = self._checkpoint_path(unit) if unit.phase == "repeat" else None
         tags = {
@@ -426,9 +434,11 @@ class _Worker:
                         raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
             label = f"w{self.index} {name}" if plan.options.workers > 1 else name
+            seconds["time_tracking_s"] = lap()
             try:
                 result = trainer.fit(model, data, train_cfg, on_epoch=on_epoch, checkpoint=checkpoint,
                                      progress_label=label, progress_position=self._bar_position())  # fmt: skip
+                seconds["time_fit_s"] = lap()
             except optuna.TrialPruned as pruned:
                 run.end("KILLED", str(pruned))
                 claim.prune()
@@ -448,6 +458,8 @@ class _Worker:
             run.set_tags({k: v for k, v in flags.items() if v})
             config = _resolved_config(plan, unit, train_cfg, model, claim.number)
             run.log_result(result, data.label_names, data.modalities, config, keep_latents=unit.phase == "repeat")
+            seconds["time_tracking_s"] += lap()
+            run.log_metrics({**seconds, "time_eval_s": result.eval_seconds})
             # Optuna's COMPLETE is the commit point, so the run ends first: if this worker dies in
             # between, its trial stays RUNNING and the stale check fails both.
             run.end("FINISHED")

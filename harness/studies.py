@@ -147,6 +147,7 @@ class Study:
         trials: int | None = None,
         preset: str | None = None,
         quick: bool = False,
+        precision: str | None = None,
     ) -> "Study":
         """This study with command-line options applied (each None leaves the file's value).
 
@@ -176,6 +177,12 @@ class Study:
             if preset not in PRESETS:
                 raise StudyError(f"--preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
             changes["preset"] = preset
+        if precision is not None:
+            from harness.config import PRECISIONS
+
+            if precision not in PRECISIONS:
+                raise StudyError(f"--precision: unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+            changes["overrides"] = {**study.overrides, "precision": precision}  # part of the configuration
         return replace(study, **changes)
 
     def as_quick(self) -> "Study":

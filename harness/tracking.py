@@ -181,6 +181,10 @@ class TrackedRun:
         inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])]
         _retrying_races(lambda: self.client.log_inputs(self.run_id, inputs))
 
+    def log_metrics(self, values: dict) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+
     def set_tags(self, tags: dict) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 

@@ -61,6 +61,7 @@ class TrainResult:
     train_seconds: float
     n_parameters: int
     latents: np.ndarray | None = field(default=None, repr=False)  # (N, M, C, dz) on test, if the model has them
+    eval_seconds: float = 0.0  # of train_seconds: scoring validation each epoch, then validation and test once
     resumed_from_epoch: int = 0  # the last epoch restored from a checkpoint (0: trained from scratch)
     diagnostics: dict[str, float] = field(default_factory=dict)  # score spreads and the prior's validation F1
     degenerate: str | None = None  # why this result is no finding (constant, no better than the prior), else None
@@ -160,7 +161,9 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
+        evaluating = time.perf_counter()
         val_f1 = multilabel_metrics(valid.labels, predict(model, valid, device, dtype), cfg.threshold)["micro_f1"]
+        state.eval_seconds += time.perf_counter() - evaluating
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_micro_f1": val_f1}
         state.history.append(row)
         state.epoch = epoch
@@ -176,6 +179,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
     bar.close()
 
     model.load_state_dict(state.best_weights)
+    evaluating = time.perf_counter()
     val_scores = predict(model, valid, device, dtype)
     thresholds = _thresholds(cfg, valid.labels, val_scores)
     val_metrics = multilabel_metrics(valid.labels, val_scores, thresholds)
@@ -186,6 +190,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
                      n_params)  # fmt: skip
     result.latents = _latents(model, test, device)
     result.resumed_from_epoch = state.restored_epoch
+    result.eval_seconds = state.eval_seconds + time.perf_counter() - evaluating
     return _diagnose(result, model, data, val_scores)
 
 
@@ -228,6 +233,7 @@ class _Progress:
     best_epoch: int = 0
     best_weights: dict | None = None
     seconds: float = 0.0
+    eval_seconds: float = 0.0
     restored_epoch: int = 0
 
 
@@ -249,6 +255,7 @@ def _save(path: Path, identity: str, state: _Progress, model, optimiser, schedul
         "best_epoch": state.best_epoch,
         "best_weights": state.best_weights,
         "seconds": state.seconds,
+        "eval_seconds": state.eval_seconds,
         "model": model.state_dict(),
         "optimiser": optimiser.state_dict(),
         "schedule": schedule.state_dict(),
@@ -271,7 +278,8 @@ def _restore(path: Path, identity: str, model, optimiser, schedule, shuffler) ->
     _set_rng_state(payload["rng"], shuffler)
     return _Progress(epoch=payload["epoch"], history=payload["history"], best_f1=payload["best_f1"],
                      best_epoch=payload["best_epoch"], best_weights=payload["best_weights"],
-                     seconds=payload["seconds"], restored_epoch=payload["epoch"])  # fmt: skip
+                     seconds=payload["seconds"], eval_seconds=payload["eval_seconds"],
+                     restored_epoch=payload["epoch"])  # fmt: skip
 
 
 def _rng_state(shuffler: torch.Generator) -> dict:
