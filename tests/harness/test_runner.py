@@ -118,7 +118,15 @@ def test_the_summary_and_the_summary_runs_come_from_mlflow(tmp_path):
         row = finished[(finished["variant"] == unit["variant"]) & (finished["seed"] == unit["seed"])]
         assert unit["test_micro_f1"] == row["test_micro_f1"].item() and unit["run_id"] == row["run_id"].item()
     client = tracking.client_for(options.tracking_uri)
-    summaries = client.search_runs([client.get_experiment_by_name("summ").experiment_id], "tags.phase = 'summary'")
+    experiment_id = client.get_experiment_by_name("summ").experiment_id
+    for run in client.search_runs([experiment_id], "tags.phase = 'repeat'"):
+        params = run.data.params
+        assert {"variant", "setting", "seed"} <= set(params)  # the compare page can plot by them
+        assert run.info.run_name == f"{params['variant']} / {params['setting']} / s{params['seed']}"
+        history = client.get_metric_history(run.info.run_id, "val_micro_f1")
+        assert [m.step for m in history] == [1]  # one point per epoch, none added for the kept epoch
+        assert run.data.metrics["best_epoch"] == 1 and "best_val_micro_f1" in run.data.metrics
+    summaries = client.search_runs([experiment_id], "tags.phase = 'summary'")
     by_variant = {r.data.tags["variant"]: r for r in summaries}
     assert sorted(by_variant) == ["br", "carat"]
     for variant, summary in by_variant.items():
