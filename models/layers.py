@@ -86,8 +86,9 @@ class _Attention(torch.autograd.Function):
         q, k, v, bias, keep = ctx.saved_tensors
         probs = _attention_probs(q, k, bias)
         grad_v = dropped(probs, keep, ctx.p).transpose(-1, -2) @ grad_context
-        grad_probs = dropped(grad_context @ v.transpose(-1, -2), keep, ctx.p)
-        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        grad_probs = dropped(grad_context @ v.transpose(-1, -2), keep, ctx.p).to(probs.dtype)
+        # softmax's backward: under CUDA autocast probs are float32 (softmax) and the matmul above bf16.
+        grad_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
         scale = q.shape[-1] ** -0.5
         grad_q = (grad_scores @ k).mul_(scale)
         grad_k = (grad_scores.transpose(-1, -2) @ q).mul_(scale)
