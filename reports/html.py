@@ -14,7 +14,7 @@ from html import escape
 import pandas as pd
 
 CSS = """
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+body{font-family:system-ui,sans-serif;max-width:1280px;margin:2em auto;padding:0 1em;color:#222}
 h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2.5em}
 h3{margin-top:1.8em} h4{margin:1.2em 0 .3em}
 section.dataset{border-left:4px solid #dde6f0;padding-left:1em;margin:1.5em 0}
@@ -24,7 +24,9 @@ table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}
 th{background:#f2f2f2} tr.reference td{font-style:italic;color:#555;background:#fafafa}
 tr.flagged td{background:#fff4e5}
-table.results td,table.significance td{white-space:nowrap}
+table.results td:not(:first-child),table.significance td{white-space:nowrap}
+table.results td:first-child{min-width:8em}
+table.results,table.significance{display:block;overflow-x:auto;max-width:100%}
 table.significance td:last-child{white-space:normal}
 table.config td:first-child{font-weight:600;background:#f7f7f7;white-space:nowrap}
 p.note{font-size:.85em;color:#555;margin:.2em 0} .warn{color:#a40000}

@@ -87,7 +87,8 @@ def training_curves(history: pd.DataFrame, path: Path) -> Path | None:
     if history.empty or history["val_micro_f1"].isna().all():
         return None
     with _figure(path, figsize=(7.5, 4.5)) as (fig, ax):
-        palette = sns.color_palette("tab10", n_colors=max(10, history["variant"].nunique()))
+        n = history["variant"].nunique()  # tab10 repeats its colours beyond 10 lines; husl does not
+        palette = sns.color_palette("tab10" if n <= 10 else "husl", n_colors=n)
         for colour, (variant, rows) in zip(palette, history.groupby("variant", sort=False)):
             curve = rows.groupby("epoch")["val_micro_f1"].agg(["mean", "std", "count"])
             label = f"{variant} ({rows['seed'].nunique()} seeds)"

@@ -104,9 +104,9 @@ def results_table(summary: pd.DataFrame, references: tuple[ReferenceRow, ...] = 
         " value; ties are not marked" + ("; reference rows are not ranked." if references else "."))  # fmt: skip
     notes = ["Mean ± sample standard deviation over seeds (test split); Seeds = number of seeds." + marked, PR_NOTE]
     if "n_flagged" in summary and summary["n_flagged"].fillna(0).astype(int).any():
-        notes.append(f"{FLAG_MARK} Runs flagged as no finding (a constant predictor, or no better than the label prior "
-                     "on validation; the reasons are listed above the table). They are included in the mean and "
-                     "std.")  # fmt: skip
+        notes.append(f"{FLAG_MARK} Runs flagged as no finding: a constant predictor, or no better than the label prior "
+                     "on validation (each run's reason is its MLflow tag degenerate, listed in the report). They are "
+                     "included in the mean and std.")  # fmt: skip
     for source in dict.fromkeys(ref.source for ref in references):
         notes.append(f"{REFERENCE_MARK} Reported elsewhere, not re-run here: {source}.")
     return Table(header, rows, reference_rows, notes)
