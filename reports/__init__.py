@@ -324,7 +324,9 @@ def _column(key: str):
 
 def _data_path(run) -> str:
     path = run.get("params.data.data_path")
-    return str(path) if isinstance(path, str) and path not in ("None", "") else "none (built in or the loader's default)"
+    if isinstance(path, str) and path not in ("None", ""):
+        return path
+    return "none (built in or the loader's default)"
 
 
 def _data_options(run) -> str:
@@ -489,7 +491,8 @@ def _tsne_figure(client, runs: pd.DataFrame, folder: Path, part: Part) -> tuple:
     if default.empty:
         return none
     by_variant = {v: g.sort_values("seed") for v, g in default.groupby("variant", sort=False)}
-    with_latents = [v for v, g in by_variant.items() if collect.has_artifact(client, g["run_id"].iloc[0], "latents.npz")]
+    with_latents = [v for v, g in by_variant.items()
+                    if collect.has_artifact(client, g["run_id"].iloc[0], "latents.npz")]  # fmt: skip
     if not with_latents:
         if REFERENCE_VARIANT in by_variant:
             part.figure_notes.append(f"No latents.npz in the runs of {REFERENCE_VARIANT}: no t-SNE of the latents.")
@@ -539,7 +542,7 @@ def _ranks(study: collect.StudyRuns, finished: pd.DataFrame, folder: Path, out_d
     part.notes += shared
     for r in results:
         part.notes += [f"{ranks.title(r.metric)}: {n}" for n in r.notes if n not in shared]
-    part.tables = [("Average rank per metric (1 = best)", tables.html(_unique_best(ranks.average_rank_table(results)))),
+    part.tables = [("Average rank per metric (1 = best)", tables.html(ranks.average_rank_table(results))),
                    ("Friedman / Iman-Davenport and the Nemenyi critical difference (CD)",
                     tables.html(ranks.omnibus_table(results)))]  # fmt: skip
     captions = {"critical_difference.png": ("Critical-difference diagram (Nemenyi)",
@@ -562,17 +565,6 @@ def _ranks(study: collect.StudyRuns, finished: pd.DataFrame, folder: Path, out_d
             part.details.append((heading + " (and the per data set scores)", pairwise + scores_html))
     part.files = [p.relative_to(out_dir).as_posix() for p in written if p.suffix != ".png"]
     return part, written
-
-
-def _unique_best(table: Table) -> Table:
-    """The report's rule for bold, applied to the rank table too: only a unique best is marked."""
-    for column in range(1, len(table.header)):
-        bold = [row[column] for row in table.rows if row[column].bold]
-        if len(bold) > 1:
-            for cell in bold:
-                cell.bold = False
-    table.notes = [*table.notes, "Bold: the best average rank of a metric when no other variant shares it."]
-    return table
 
 
 def _unit(variant: str, setting: str) -> str:

@@ -4,7 +4,6 @@ next to the tests, notes only where they apply, statuses that cannot be missed, 
 
 The stores are real MLflow runs written with TrackedRun into temporary SQLite files."""
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,7 +20,8 @@ from reports import significance, tables
 from reports.references import for_dataset
 
 LABELS = ["happy", "sad", "anger"]
-PROFILES = {"synthetic": {"n_train": 32, "n_valid": 16, "n_test": 16}, "other": {"n_train": 50, "n_valid": 10, "n_test": 20}}
+PROFILES = {"synthetic": {"n_train": 32, "n_valid": 16, "n_test": 16},
+            "other": {"n_train": 50, "n_valid": 10, "n_test": 20}}
 
 
 def _result(base: float, seed: int, latents: bool) -> TrainResult:
@@ -90,8 +90,9 @@ def two_datasets(tmp_path_factory):
                 continue
             reason = "constant predictor (test scores vary by at most 0.0000 across samples)" \
                 if (dataset, variant, seed) == ("synthetic", "no_shuffle", 3) else None  # fmt: skip
-            log(client, uri, "pair", variant, seed, base(seed), dataset=dataset, lr=0.1 if variant == "prior" else 0.003,
-                degenerate=reason, latents=variant != "prior", experiment_tags=tags)  # fmt: skip
+            log(client, uri, "pair", variant, seed, base(seed), dataset=dataset,
+                lr=0.1 if variant == "prior" else 0.003, degenerate=reason, latents=variant != "prior",
+                experiment_tags=tags)  # fmt: skip
     out = root / "build"
     summary = reports.generate(["pair"], tracking_uri=uri, out_dir=out, ui_url="http://127.0.0.1:5000/")
     return {"root": root, "uri": uri, "client": client, "out": out, "summary": summary,
@@ -384,8 +385,8 @@ def test_smoke_test_banner_is_the_first_thing_in_its_section(tmp_path):
 def test_run_ids_link_to_the_mlflow_ui(two_datasets):
     page = two_datasets["page"]
     experiment = two_datasets["client"].get_experiment_by_name("pair").experiment_id
-    links = re.findall(r'<a href="(http://127\.0\.0\.1:5000/#/experiments/(\d+)/runs/([0-9a-f]{32}))"><code>([0-9a-f]{32})',
-                       page)  # fmt: skip
+    link = r'<a href="(http://127\.0\.0\.1:5000/#/experiments/(\d+)/runs/([0-9a-f]{32}))"><code>([0-9a-f]{32})'
+    links = re.findall(link, page)
     assert len(links) == 17  # every reported run
     assert all(exp == experiment and run == shown for _, exp, run, shown in links)
 
@@ -420,3 +421,15 @@ def test_summary_of_generate_is_plain_data(two_datasets):
     info = two_datasets["summary"]["pair"]
     assert info["config_hashes"] == {"synthetic": "h-synthetic", "other": "h-other"}
     json.dumps(info)  # plain data: the CLI and tests read it
+
+
+def test_average_rank_table_marks_only_a_unique_best():
+    from reports import ranks
+
+    table = {"d1": {"a": 0.9, "b": 0.8, "c": 0.1}, "d2": {"a": 0.8, "b": 0.9, "c": 0.1}}
+    scores = pd.DataFrame([{"dataset": d, "variant": v, "micro_f1": x, "hamming_loss": x}
+                           for d, row in table.items() for v, x in row.items()])  # fmt: skip
+    table = ranks.average_rank_table(ranks.verdicts(scores, [("micro_f1", True), ("hamming_loss", False)]))
+    bold = {row[0].text: [c.bold for c in row[1:]] for row in table.rows}
+    assert bold == {"a": [False, False], "b": [False, False], "c": [False, True]}  # a and b tie at 1.5 on micro-F1
+    assert "no other variant shares it" in table.notes[0]
