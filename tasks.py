@@ -278,11 +278,13 @@ REPORT_HELP = {
     "tracking_uri": "MLflow tracking URI to read (default runs/mlflow.db)",
     "storage": "Optuna storage holding the tuning studies, for importance/history plots (default runs/optuna.journal)",
     "out": "output folder (default reports/build)",
+    "ui_url": "MLflow UI address run ids link to, e.g. http://127.0.0.1:5000 from `invoke ui` (default: the "
+              "tracking URI when it is an http(s) server, else plain ids)",
 }
 
 
 @harness_task(help=REPORT_HELP, iterable=["study"])
-def report(c, study=None, tracking_uri=None, storage=None, out=None):
+def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None):
     """Write tables (Markdown, LaTeX, CSV), significance tests and figures of finished studies to one index.html."""
     from pathlib import Path
 
@@ -292,12 +294,14 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None):
     names = [name.strip() for value in study or [] for name in value.split(",") if name.strip()]
     out_dir = Path(out) if out else reports.DEFAULT_OUT
     try:
-        summary = reports.generate(names or None, tracking_uri=tracking_uri, storage=storage, out_dir=out_dir)
+        summary = reports.generate(names or None, tracking_uri=tracking_uri, storage=storage, out_dir=out_dir,
+                                   ui_url=ui_url, strict=True)
     except (reports.ReportError, StorageError) as exc:
         raise Exit(f"error: {exc}", code=2)
     for name, info in summary.items():
         missing = sum(len(seeds) for seeds in info["missing"].values())
-        print(f"{name:<20} {info['status']}: {info['n_finished']} finished repeat runs, "
+        flagged = f", {info['n_flagged']} flagged as no finding" if info["n_flagged"] else ""
+        print(f"{name:<20} {info['status']}: {info['n_finished']} finished repeat runs{flagged}, "
               f"{info['n_failed']} failed, {missing} expected run(s) missing")  # fmt: skip
     print(out_dir / "index.html")
 

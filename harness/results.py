@@ -4,7 +4,8 @@ MLflow is the home of results. Optuna only schedules work and keeps the tuning o
 so the command-line summary, the report and the checks that run each unit exactly once
 all read results here, through :func:`runs`: one row per MLflow run with its id, name,
 status and start time, the tags the runner sets, every metric's latest value and every
-parameter as ``params.NAME``. A unit's result is its FINISHED ``phase=repeat`` run
+parameter as ``params.NAME``, and the data it read (its MLflow dataset input: ``input_digest``,
+``input_profile`` as JSON text with the split sizes). A unit's result is its FINISHED ``phase=repeat`` run
 (:func:`finished`); summary runs (``phase=summary``) are aggregates, never results.
 """
 from __future__ import annotations
@@ -81,10 +82,19 @@ def _table(found: list) -> pd.DataFrame:
             "status": run.info.status,
             "start_time": run.info.start_time,
             **{tag: tags.get(tag) for tag in TAGS},
+            **_input(run),
             **run.data.metrics,
             **{f"params.{k}": v for k, v in run.data.params.items()},
         })  # fmt: skip
-    table = pd.DataFrame(rows, columns=None if rows else ["run_id", "run_name", "status", "start_time", *TAGS])
+    empty = ["run_id", "run_name", "status", "start_time", *TAGS, "input_digest", "input_profile"]
+    table = pd.DataFrame(rows, columns=None if rows else empty)
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
     table["setting"] = table["setting"].fillna(DEFAULT_SETTING)
     return table
+
+
+def _input(run) -> dict:
+    """The run's (first) dataset input: its content digest and profile (JSON text), None when it has none."""
+    inputs = run.inputs.dataset_inputs if run.inputs is not None else []
+    dataset = inputs[0].dataset if inputs else None
+    return {"input_digest": getattr(dataset, "digest", None), "input_profile": getattr(dataset, "profile", None)}

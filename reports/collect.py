@@ -35,6 +35,7 @@ class StudyRuns:
     exists: bool = True  # False: no experiment of this name in the store
     quick: bool = False  # a smoke test's experiment
     description: str = ""
+    experiment_id: str | None = None  # for links to the MLflow UI
 
     @property
     def current(self) -> pd.DataFrame:
@@ -87,7 +88,8 @@ def load_study(client: MlflowClient, name: str) -> StudyRuns:
     tags = experiment.tags if experiment is not None else {}
     study = StudyRuns(name, table, config_hashes, exists=experiment is not None,
                       quick=tags.get("quick") == "true" or name.endswith(QUICK_SUFFIX),
-                      description=tags.get("mlflow.note.content", ""))  # fmt: skip
+                      description=tags.get("mlflow.note.content", ""),
+                      experiment_id=experiment.experiment_id if experiment is not None else None)  # fmt: skip
     _set_expectations(study, tags)
     return study
 
@@ -162,6 +164,14 @@ def label_names(client: MlflowClient, run_id: str) -> list[str] | None:
 def latents(client: MlflowClient, run_id: str) -> dict | None:
     """A run's latents.npz as a dict of arrays (z (n, M, C, dz), labels (n, C), label_names)."""
     return _npz(client, run_id, "latents.npz")
+
+
+def has_artifact(client: MlflowClient, run_id: str, name: str) -> bool:
+    """Whether a run holds the top-level artifact ``name`` (a listing: nothing is downloaded)."""
+    try:
+        return any(item.path == name for item in client.list_artifacts(run_id))
+    except Exception:  # MLflow raises store-specific errors for an unreadable artifact store
+        return False
 
 
 def _npz(client: MlflowClient, run_id: str, name: str) -> dict | None:

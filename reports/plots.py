@@ -87,7 +87,8 @@ def training_curves(history: pd.DataFrame, path: Path) -> Path | None:
     if history.empty or history["val_micro_f1"].isna().all():
         return None
     with _figure(path, figsize=(7.5, 4.5)) as (fig, ax):
-        palette = sns.color_palette("tab10", n_colors=max(10, history["variant"].nunique()))
+        n = history["variant"].nunique()  # tab10 repeats its colours beyond 10 lines; husl does not
+        palette = sns.color_palette("tab10" if n <= 10 else "husl", n_colors=n)
         for colour, (variant, rows) in zip(palette, history.groupby("variant", sort=False)):
             curve = rows.groupby("epoch")["val_micro_f1"].agg(["mean", "std", "count"])
             label = f"{variant} ({rows['seed'].nunique()} seeds)"
@@ -96,6 +97,9 @@ def training_curves(history: pd.DataFrame, path: Path) -> Path | None:
             ax.fill_between(curve.index, curve["mean"] - band, curve["mean"] + band, color=colour, alpha=0.18)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        first, last = history["epoch"].min(), history["epoch"].max()
+        if first == last:  # one epoch: matplotlib would spread fractional ticks around it
+            ax.set_xlim(first - 1, last + 1)
         ax.set_ylabel("validation micro-F1")
         ax.set_title("Training curves (mean ± std over seeds)")
         ax.legend(fontsize=8, loc="lower right")
@@ -166,8 +170,54 @@ def optuna_summary(trials: pd.DataFrame, importances: dict[str, float] | None, t
     return path
 
 
-def latent_tsne(latents: dict, title: str, path: Path, seed: int = 0) -> Path | None:
-    """t-SNE of label-specific latents (n, M, C, dz): coloured by modality, then by label polarity."""
+TSNE_COLUMNS = 4  # variants per row of the t-SNE grid
+
+
+def latent_tsne(panels: dict[str, dict], title: str, path: Path, seed: int = 0) -> Path | None:
+    """t-SNE of label-specific latents (n, M, C, dz), one column per variant (``panels``: name ->
+    latents, drawn in that order; a grid of at most ``TSNE_COLUMNS`` per row): top row coloured by
+    modality, bottom row by the polarity of the vector's label. Every panel is computed the same way
+    (same subset size, perplexity and random state), so the columns can be compared by eye; the
+    axes of separate t-SNE runs are not comparable, only the clustering is."""
+    embedded = {name: _tsne_frame(latents, seed) for name, latents in panels.items()}
+    embedded = {name: frame for name, frame in embedded.items() if frame is not None}
+    if not embedded:
+        return None
+    cols = min(TSNE_COLUMNS, len(embedded))
+    blocks = -(-len(embedded) // cols)
+    with _figure(path, 2 * blocks, cols, figsize=(4.2 * cols, 3.9 * 2 * blocks), squeeze=False) as (fig, axes):
+        modalities = list(dict.fromkeys(m for frame, _ in embedded.values() for m in frame["modality"]))
+        colours = dict(zip(modalities, sns.color_palette("deep", n_colors=max(3, len(modalities)))))
+        for i, (name, (frame, caption)) in enumerate(embedded.items()):
+            top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+            sns.scatterplot(data=frame, x="x", y="y", hue="modality", hue_order=modalities, palette=colours, s=10,
+                            alpha=0.7, linewidth=0, ax=top)  # fmt: skip
+            sns.scatterplot(data=frame, x="x", y="y", hue="polarity", hue_order=["positive", "negative"],
+                            palette={"positive": "crimson", "negative": "steelblue"}, s=10, alpha=0.6, linewidth=0,
+                            ax=bottom)  # fmt: skip
+            top.set_title(f"{name}\n{caption}", fontsize=10)
+            top.text(0.02, 0.98, "by modality", transform=top.transAxes, va="top", fontsize=8, color="#555")
+            bottom.text(0.02, 0.98, "by label polarity", transform=bottom.transAxes, va="top", fontsize=8,
+                        color="#555")  # fmt: skip
+            last_in_row = i % cols == cols - 1 or i == len(embedded) - 1
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_xlabel("")
+                ax.set_ylabel("")
+                if last_in_row:  # one legend per row: the colours mean the same in every panel
+                    ax.legend(markerscale=2, fontsize=8, loc="lower right")
+                elif ax.get_legend() is not None:
+                    ax.get_legend().remove()
+        for j in range(len(embedded), blocks * cols):
+            axes[2 * (j // cols), j % cols].set_visible(False)
+            axes[2 * (j // cols) + 1, j % cols].set_visible(False)
+        fig.suptitle(title, fontsize=11)
+    return path
+
+
+def _tsne_frame(latents: dict, seed: int) -> tuple[pd.DataFrame, str] | None:
+    """2-D t-SNE points of one run's latents (a random subset of at most ``TSNE_POINTS``) and a caption."""
     z = np.asarray(latents["z"], dtype=np.float32)
     n, n_mod, n_labels, dz = z.shape
     names = [str(m) for m in latents["modality_names"]] if "modality_names" in latents else \
@@ -192,19 +242,5 @@ def latent_tsne(latents: dict, title: str, path: Path, seed: int = 0) -> Path | 
         "modality": [names[m] for m in modality[keep]],
         "polarity": np.where(positive[keep], "positive", "negative"),
     })  # fmt: skip
-    with _figure(path, 1, 2, figsize=(12, 5.2)) as (fig, axes):
-        sns.scatterplot(data=frame, x="x", y="y", hue="modality", s=10, alpha=0.7, linewidth=0, ax=axes[0])
-        sns.scatterplot(data=frame, x="x", y="y", hue="polarity", hue_order=["positive", "negative"],
-                        palette={"positive": "crimson", "negative": "steelblue"}, s=10, alpha=0.6, linewidth=0,
-                        ax=axes[1])  # fmt: skip
-        axes[0].set_title("by modality")
-        axes[1].set_title("by polarity of the vector's label")
-        for ax in axes:
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_xlabel("")
-            ax.set_ylabel("")
-            ax.legend(markerscale=2, fontsize=8)
-        fig.suptitle(f"{title}: {len(keep)} of {len(points)} label-specific vectors "
-                     f"({n} samples x {n_mod} modalities x {n_labels} labels)", fontsize=11)  # fmt: skip
-    return path
+    caption = f"{len(keep)} of {len(points)} vectors ({n} samples x {n_mod} mod. x {n_labels} labels)"
+    return frame, caption

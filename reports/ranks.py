@@ -284,7 +284,8 @@ def title(metric: str) -> str:
 
 
 def average_rank_table(results: Sequence[RankVerdict]) -> Table:
-    """Variants x metrics of average ranks (best of each metric in bold), variants in the first metric's order."""
+    """Variants x metrics of average ranks, variants in the first metric's order. A metric's best average
+    rank is in bold only when no other variant shares it (as in the results tables: a tie has no winner)."""
     order = list(dict.fromkeys(v for r in results for v in r.variants))
     header = ["Variant", *(title(r.metric) for r in results)]
     rows = []
@@ -292,11 +293,12 @@ def average_rank_table(results: Sequence[RankVerdict]) -> Table:
         cells = [Cell(variant)]
         for r in results:
             rank = r.average_ranks.get(variant, np.nan)
-            best = bool(len(r.ranks)) and rank == r.average_ranks.min()
+            best = bool(len(r.ranks)) and rank == r.average_ranks.min() and (r.average_ranks == rank).sum() == 1
             cells.append(Cell("–" if np.isnan(rank) else f"{rank:.2f}", bold=best))
         rows.append(cells)
     counts = ", ".join(f"{title(r.metric)}: {r.n_datasets}" for r in results)
-    return Table(header, rows, notes=[f"Average rank over data sets (1 = best). Data sets per metric: {counts}."])
+    return Table(header, rows, notes=[f"Average rank over data sets (1 = best); bold: a metric's best rank when no "
+                                      f"other variant shares it. Data sets per metric: {counts}."])  # fmt: skip
 
 
 def omnibus_table(results: Sequence[RankVerdict]) -> Table:

@@ -1,4 +1,4 @@
-"""Results tables in the paper's shape: mean ± std over seeds, best per column marked.
+"""Results tables in the paper's shape: mean ± std over seeds, a unique best per column marked.
 
 ``summarise`` does the arithmetic (pandas, from the runs' metrics); ``results_table`` lays it
 out with the reference rows; ``markdown`` / ``latex`` / ``html`` render any ``Table``.
@@ -33,6 +33,7 @@ PR_NOTE = (
     "precision it logs is our recall and vice versa (CARAT.md section 5)."
 )
 REFERENCE_MARK = "†"
+FLAG_MARK = "⚠"
 
 
 @dataclass
@@ -50,16 +51,21 @@ class Table:
 
 
 def summarise(finished: pd.DataFrame) -> pd.DataFrame:
-    """One row per (variant, setting) in first-seen order: n_seeds, seeds, run_ids and
-    ``<metric>_mean`` / ``<metric>_std`` (sample std, ddof=1) of every final test metric."""
+    """One row per (variant, setting) in first-seen order: n_seeds, seeds, run_ids, n_flagged and
+    flagged_seeds (runs tagged ``degenerate``: no finding, yet counted in the means, since leaving
+    them out would flatter the variant) and ``<metric>_mean`` / ``<metric>_std`` (sample std,
+    ddof=1) of every final test metric."""
     rows = []
     for (variant, setting), group in finished.groupby(["variant", "setting"], sort=False):
+        flagged = group[flagged_mask(group)]
         row = {
             "variant": variant,
             "setting": setting,
             "n_seeds": len(group),
             "seeds": " ".join(str(s) for s in group["seed"]),
             "run_ids": " ".join(group["run_id"]),
+            "n_flagged": len(flagged),
+            "flagged_seeds": " ".join(str(s) for s in flagged["seed"]),
         }
         for metric in FINAL_METRICS:
             values = pd.to_numeric(group.get(f"test_{metric}"), errors="coerce")
@@ -69,13 +75,22 @@ def summarise(finished: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def flagged_mask(runs: pd.DataFrame) -> pd.Series:
+    """Which runs carry a ``degenerate`` reason (the runner tags a result that is no finding)."""
+    if "degenerate" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["degenerate"].apply(lambda reason: isinstance(reason, str) and bool(reason.strip()))
+
+
 def results_table(summary: pd.DataFrame, references: tuple[ReferenceRow, ...] = ()) -> Table:
     with_setting = bool((summary["setting"] != DEFAULT_SETTING).any())
     header = ["Variant", *(["Setting"] if with_setting else []), *(title for _, title, _ in COLUMNS), "Seeds"]
     best = {key: _best(summary[f"{key}_mean"], higher) for key, _, higher in COLUMNS}
     rows = []
     for i, row in summary.iterrows():
-        cells = [Cell(row["variant"])] + ([Cell(row["setting"])] if with_setting else [])
+        flagged = int(row.get("n_flagged", 0) or 0)
+        name = row["variant"] + (f" {FLAG_MARK} {flagged} of {row['n_seeds']} runs flagged" if flagged else "")
+        cells = [Cell(name)] + ([Cell(row["setting"])] if with_setting else [])
         for key, _, _ in COLUMNS:
             cells.append(Cell(mean_std(row[f"{key}_mean"], row[f"{key}_std"]), bold=bool(best[key][i])))
         rows.append(cells + [Cell(str(row["n_seeds"]))])
@@ -84,11 +99,14 @@ def results_table(summary: pd.DataFrame, references: tuple[ReferenceRow, ...] = 
         + [Cell(format_value(ref.values.get(key))) for key, _, _ in COLUMNS] + [Cell("")]
         for ref in references
     ]  # fmt: skip
-    notes = [
-        "Mean ± sample standard deviation over seeds (test split); Seeds = number of seeds. "
-        "Best mean per column in bold (lowest for HL, the Hamming loss); reference rows are not marked.",
-        PR_NOTE,
-    ]
+    marked = "" if len(summary) < 2 else (
+        " A column's best mean, as shown, is in bold (lowest for HL, the Hamming loss) when no other row shows the same"
+        " value; ties are not marked" + ("; reference rows are not ranked." if references else "."))  # fmt: skip
+    notes = ["Mean ± sample standard deviation over seeds (test split); Seeds = number of seeds." + marked, PR_NOTE]
+    if "n_flagged" in summary and summary["n_flagged"].fillna(0).astype(int).any():
+        notes.append(f"{FLAG_MARK} Runs flagged as no finding: a constant predictor, or no better than the label prior "
+                     "on validation (each run's reason is its MLflow tag degenerate, listed in the report). They are "
+                     "included in the mean and std.")  # fmt: skip
     for source in dict.fromkeys(ref.source for ref in references):
         notes.append(f"{REFERENCE_MARK} Reported elsewhere, not re-run here: {source}.")
     return Table(header, rows, reference_rows, notes)
@@ -101,11 +119,14 @@ def mean_std(mean: float, std: float) -> str:
 
 
 def _best(means: pd.Series, higher: bool) -> pd.Series:
-    """Rows whose mean, as displayed, is the best of the column (ties all marked)."""
+    """The row whose mean, as displayed, is the best of the column, when it is the only one showing
+    that value: a bold cell claims a winner, and a tie at the shown precision (two variants, or a
+    column where every row is equal) has none. A single row is not a comparison: nothing is marked."""
     shown = means.round(DIGITS)
-    if shown.isna().all():
+    if shown.notna().sum() < 2:
         return pd.Series(False, index=means.index)
-    return shown == (shown.max() if higher else shown.min())
+    best = shown == (shown.max() if higher else shown.min())
+    return best if best.sum() == 1 else pd.Series(False, index=means.index)
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -156,4 +177,5 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 
 def _tex(text: str) -> str:
     out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-    return out.replace("±", r"$\pm$").replace("–", "--").replace(REFERENCE_MARK, r"$^\dagger$")
+    out = out.replace("±", r"$\pm$").replace("–", "--").replace(REFERENCE_MARK, r"$^\dagger$")
+    return out.replace(FLAG_MARK, r"\textbf{(!)}").replace("Δ", r"$\Delta$").replace("−", "-")
