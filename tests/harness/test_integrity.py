@@ -202,3 +202,9 @@ def test_a_run_that_predicts_a_constant_is_flagged_in_mlflow_and_the_cli(tmp_pat
         assert flagged.data.metrics["test_score_spread"] < 1e-6
         assert "degenerate" not in runs[("br", seed)].data.tags
         assert runs[("br", seed)].data.metrics["test_score_spread"] > 0.05
+
+    reports.generate(["flags"], tracking_uri=tracking_uri, storage=storage, out_dir=tmp_path / "build")
+    table = (tmp_path / "build" / "flags" / "results.md").read_text()
+    assert re.search(r"^\| constant_scores ⚠ 2 of 2 runs flagged \|", table, re.M)  # a marked row
+    assert re.search(r"^\| br \|", table, re.M)  # the model that learns is not marked
+    assert "constant predictor" in (tmp_path / "build" / "index.html").read_text()

@@ -5,7 +5,8 @@ from mlflow.tracking import MlflowClient
 from harness import runner, studies
 
 
-@pytest.mark.parametrize("name", studies.names())
+# The benchmark's smoke test runs, as a user runs it, in tests/reports/test_end_to_end.py.
+@pytest.mark.parametrize("name", [n for n in studies.names() if n != "benchmark"])
 def test_shipped_study_runs_quick(tmp_path, request, name):
     study = studies.load(name).with_options(quick=True, seeds=1)
     if any(d.loader == "emotions" for d in study.datasets):

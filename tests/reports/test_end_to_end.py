@@ -37,3 +37,30 @@ def test_quick_study_report_matches_its_runs(tmp_path):
     page = (tmp_path / "build" / "index.html").read_text()
     assert "no_shuffle.quick/latents_tsne.png" in page and "no_shuffle.quick/significance" in page
     assert "SMOKE TEST" in page  # a report of a smoke test says so at the top
+
+
+def test_the_benchmark_smoke_test_gives_a_cross_data_set_verdict(repo_root, tmp_path, emotions_dir):
+    """`invoke ablate --study benchmark --quick && invoke report --study benchmark.quick`, as a user runs it."""
+    import subprocess
+    import sys
+
+    stores = ["--storage", str(tmp_path / "optuna.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+
+    def invoke(*args):
+        done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=repo_root, capture_output=True, text=True,
+                              timeout=1200)  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+
+    invoke("ablate", "--study", "benchmark", "--quick", *stores)
+    invoke("report", "--study", "benchmark.quick", *stores, "--out", str(tmp_path / "build"))
+    folder = tmp_path / "build" / "benchmark.quick"
+    assert (folder / "critical_difference.png").stat().st_size > 10_000
+    ranks = pd.read_csv(folder / "ranks.csv")
+    micro = ranks[ranks["metric"] == "micro_f1"]
+    assert sorted(micro["variant"]) == sorted(["carat", "no_contrastive", "no_reconstruction", "prior", "mlknn",
+                                               "early_fusion"])  # fmt: skip
+    assert (micro["n_datasets"] == 4).all()
+    assert micro["average_rank"].sum() == pytest.approx(21.0)  # ranks 1..6 average to 3.5 on every data set
+    for dataset in ("synthetic", "synthetic_unaligned", "synthetic_tabular", "emotions"):
+        assert (folder / dataset / "results.csv").exists()
