@@ -48,6 +48,7 @@ from models.registry import register
 CONTRASTIVE_MODES = ("reference", "fast")
 FUSIONS = ("linear", "mlp")
 POOLINGS = ("max", "mean")
+CHECKPOINTING = (False, True, "fp32")
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,10 @@ class CARATConfig:
     supcon_chunk_size: int = 1024  # SupCon works on chunk x chunk blocks: its memory is independent of the queue
     # Recompute each encoder layer's activations in backward instead of keeping them:
     # identical results (dropout masks are replayed), about 500 MB less at the paper size,
-    # for one more encoder forward (about +35% step time on a CPU).
-    checkpoint_layers: bool = False
+    # for one more encoder forward (about +35% step time on a CPU). "fp32": only when the
+    # encoders run in float32, not under bf16 autocast (harness.precision), where the
+    # activations kept are smaller and the recomputation a larger share of the step.
+    checkpoint_layers: Union[bool, str] = False
     # Ablation switches (CARAT.md section 7).
     contrastive: bool = True
     sample_shuffle: bool = True
@@ -114,6 +117,8 @@ class CARATConfig:
         for name, valid in (("contrastive_mode", CONTRASTIVE_MODES), ("fusion", FUSIONS), ("pooling", POOLINGS)):
             if getattr(self, name) not in valid:
                 problems.append(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
+        if self.checkpoint_layers not in CHECKPOINTING:
+            problems.append(f"checkpoint_layers must be one of {CHECKPOINTING}, got {self.checkpoint_layers!r}")
         if self.contrastive_mode == "fast" and self.queue_anchors:
             problems.append("contrastive_mode 'fast' means batch anchors only; it contradicts queue_anchors=True")
         problems += [f"{f.name} must be >= 0, got {getattr(self, f.name)}" for f in fields(self)

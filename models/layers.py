@@ -139,8 +139,9 @@ class SequenceEncoder(nn.Module):
     """BERT-style encoder of one modality: Linear D -> d plus learned positions, LayerNorm, dropout, layers."""
 
     def __init__(
-        self, in_dim: int, max_len: int, d: int, depth: int, heads: int, dropout: float, checkpoint: bool = False
-    ):
+        self, in_dim: int, max_len: int, d: int, depth: int, heads: int, dropout: float,
+        checkpoint: bool | str = False,
+    ):  # fmt: skip
         super().__init__()
         self.checkpoint = checkpoint
         self.project = nn.Linear(in_dim, d)
@@ -154,14 +155,20 @@ class SequenceEncoder(nn.Module):
         """x (B, T, D), mask (B, T) bool -> hidden states (B, T, d)."""
         h = self.dropout(self.norm(self.project(x) + self.positions.weight[: x.shape[1]]))
         attn_bias = (~mask).to(h.dtype).mul(MASK_VALUE)[:, None, None, :]
+        checkpoint = self.checkpoint is True or (self.checkpoint == "fp32" and not bf16_autocast(h.device))
         for layer in self.layers:
             masks = layer.draw_masks(h)
-            if self.checkpoint:
+            if checkpoint:
                 # Keep only the layer's input and dropout masks; recompute its activations in backward.
                 h = checkpointed(layer, h, attn_bias, masks, preserve_rng_state=False)
             else:
                 h = layer(h, attn_bias, masks)
         return h
+
+
+def bf16_autocast(device: torch.device) -> bool:
+    """Whether the code runs inside a bf16 autocast region for ``device`` (``harness.precision``)."""
+    return torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.bfloat16
 
 
 def checkpointed(fn, *args, preserve_rng_state: bool = True):
