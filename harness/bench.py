@@ -53,6 +53,8 @@ def _carat_cases() -> dict[str, BenchCase]:
     cases = {
         "carat-step": BenchCase("carat", "step", {"contrastive_mode": "reference"}),
         "carat-step-fast": BenchCase("carat", "step", {"contrastive_mode": "fast"}),
+        # Under --precision bf16/auto: no layer recomputation (the paper preset recomputes always).
+        "carat-step-bf16-no-recompute": BenchCase("carat", "step", {"checkpoint_layers": "fp32"}),
     }
     cases.update({f"variant-{name}": BenchCase(name, "step") for name in VARIANTS if name != "carat"})
     cases["inference"] = BenchCase("carat", "inference")

@@ -138,7 +138,3 @@ def test_checkpointing_fp32_recomputes_only_outside_bf16(monkeypatch, autocast, 
     assert len(calls) == expected_calls and torch.isfinite(out.total)
     with pytest.raises(ValueError, match="checkpoint_layers"):
         models.create("carat", spec, **TINY, checkpoint_layers="bf16")
-
-
-def test_paper_preset_checkpoints_only_in_float32():
-    assert models.create("carat", SPEC3, preset="paper").config.checkpoint_layers == "fp32"
