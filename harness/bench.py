@@ -8,11 +8,11 @@ each with its distance to what the machine's matmuls can do.
     {'case': 'carat-step', 'median_step_ms': ..., 'peak_rss_mb': ..., 'gflop_per_step': ..., ...}
 
 A step is forward, backward and an Adam step; one warm-up step (or forward) is not
-counted. Each case runs by default in a fresh process, so that its peak resident memory
+timed. Each case runs by default in a fresh process, so that its peak resident memory
 (``peak_rss_mb``, from getrusage) is its own and not that of earlier cases.
 
-Distance to the limit: the warm-up step runs under torch's ``FlopCounterMode``, which
-counts the floating-point operations of every matmul-like op it dispatches (linear,
+Distance to the limit: one more step, after the timed ones, runs under torch's
+``FlopCounterMode``, which counts the floating-point operations of every matmul-like op it dispatches (linear,
 (b)mm, attention; elementwise ops, softmax and normalisation are not counted), forward
 and backward, checkpoint recomputation included. ``matmul_peaks`` times large square
 matmuls at the bench's thread count in fp32 and bf16; a case reports its achieved
@@ -21,7 +21,6 @@ precision. A fraction near 1 means only fewer FLOPs or faster arithmetic can hel
 """
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import resource
 import statistics
@@ -30,6 +29,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -53,6 +53,8 @@ def _carat_cases() -> dict[str, BenchCase]:
     cases = {
         "carat-step": BenchCase("carat", "step", {"contrastive_mode": "reference"}),
         "carat-step-fast": BenchCase("carat", "step", {"contrastive_mode": "fast"}),
+        # Under --precision bf16/auto: no layer recomputation (the paper preset recomputes always).
+        "carat-step-bf16-no-recompute": BenchCase("carat", "step", {"checkpoint_layers": "fp32"}),
     }
     cases.update({f"variant-{name}": BenchCase(name, "step") for name in VARIANTS if name != "carat"})
     cases["inference"] = BenchCase("carat", "inference")
@@ -118,9 +120,11 @@ def _run_here(
         if not isinstance(model, NeuralModel):
             raise ValueError(f"bench case {name!r}: {case.model!r} is not a neural model")
         inputs, masks, labels = _random_batch(spec, batch)
-        timed = _time_steps if case.kind == "step" else _time_inference
-        times, flops = timed(model, inputs, masks, labels, steps, dtype)
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; before the peaks below
+        run = (_training_step if case.kind == "step" else _inference)(model, inputs, masks, labels, dtype)
+        times = _time(run, steps)
+        # Linux: KiB. Taken before the counted step and the peaks below: what plain steps need.
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        flops = count_flops(run)
         if peaks is None:
             peaks = matmul_peaks(threads)
     finally:
@@ -200,48 +204,54 @@ def _random_batch(spec, batch: int):
     return inputs, masks, labels
 
 
-def _time_steps(model, inputs, masks, labels, steps: int, dtype: torch.dtype) -> tuple[list[float], int]:
-    """Seconds per training step (forward, backward, Adam) after one warm-up step, and the FLOPs
-    of that warm-up step (counted, backward and recomputation included). As the trainer does, only
-    the loss runs under autocast."""
+def _training_step(model, inputs, masks, labels, dtype: torch.dtype) -> Callable[[], None]:
+    """One training step (forward, backward, Adam) per call; as the trainer does, only the loss runs
+    under autocast."""
     from harness.precision import autocast
 
     optimiser = torch.optim.Adam(model.parameters(), lr=5e-5)
     model.train()
-    times = []
-    for i in range(steps + 1):
-        counter = FlopCounterMode(display=False) if i == 0 else contextlib.nullcontext()
-        start = time.perf_counter()
-        with counter:
-            optimiser.zero_grad(set_to_none=True)
-            with autocast("cpu", dtype):
-                loss = model.training_loss(inputs, masks, labels).total
-            loss.backward()
-            optimiser.step()
-        if i:
-            times.append(time.perf_counter() - start)
-        else:
-            flops = counter.get_total_flops()
-    return times, flops
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        with autocast("cpu", dtype):
+            loss = model.training_loss(inputs, masks, labels).total
+        loss.backward()
+        optimiser.step()
+
+    return step
 
 
-def _time_inference(model, inputs, masks, labels, steps: int, dtype: torch.dtype) -> tuple[list[float], int]:
-    """Seconds per forward pass in eval mode without autograd after one warm-up, and its FLOPs."""
+def _inference(model, inputs, masks, labels, dtype: torch.dtype) -> Callable[[], None]:
+    """One forward pass in eval mode without autograd per call."""
     from harness.precision import autocast
 
     model.eval()
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast("cpu", dtype):
+            model(inputs, masks)
+
+    return forward
+
+
+def _time(run: Callable[[], None], steps: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``run``, after one uncounted warm-up call."""
+    run()
     times = []
-    with torch.inference_mode():
-        for i in range(steps + 1):
-            counter = FlopCounterMode(display=False) if i == 0 else contextlib.nullcontext()
-            start = time.perf_counter()
-            with counter, autocast("cpu", dtype):
-                model(inputs, masks)
-            if i:
-                times.append(time.perf_counter() - start)
-            else:
-                flops = counter.get_total_flops()
-    return times, flops
+    for _ in range(steps):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def count_flops(run: Callable[[], None]) -> int:
+    """Floating-point operations of one call of ``run``, as torch's FlopCounterMode counts them
+    (matmul-like ops, forward and backward, checkpoint recomputation included)."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
 
 
 def time_study(study: str = "no_shuffle", workers: int = 1) -> dict:

@@ -75,7 +75,7 @@ class _Attention(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, q, k, v, bias, keep, p):
         probs = _attention_probs(q, k, bias)
-        context = dropped(probs, keep, p) @ v
+        context = dropped(probs, keep, p, inplace=True) @ v  # probs is not needed afterwards
         ctx.save_for_backward(q, k, v, bias, keep)
         ctx.p = p
         return context
@@ -86,7 +86,7 @@ class _Attention(torch.autograd.Function):
         q, k, v, bias, keep = ctx.saved_tensors
         probs = _attention_probs(q, k, bias)
         grad_v = dropped(probs, keep, ctx.p).transpose(-1, -2) @ grad_context
-        grad_probs = dropped(grad_context @ v.transpose(-1, -2), keep, ctx.p).to(probs.dtype)
+        grad_probs = dropped(grad_context @ v.transpose(-1, -2), keep, ctx.p, inplace=True).to(probs.dtype)
         # softmax's backward: under CUDA autocast probs are float32 (softmax) and the matmul above bf16.
         grad_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
         scale = q.shape[-1] ** -0.5
@@ -100,10 +100,13 @@ def _attention_probs(q, k, bias):
     return torch.softmax(scores, dim=-1)
 
 
-def dropped(x: torch.Tensor, keep: torch.Tensor | None, p: float) -> torch.Tensor:
-    """Inverted dropout with a given keep mask (None: identity)."""
+def dropped(x: torch.Tensor, keep: torch.Tensor | None, p: float, inplace: bool = False) -> torch.Tensor:
+    """Inverted dropout with a given keep mask (None: identity); ``inplace`` overwrites x (one
+    buffer less), for an x that nothing else reads afterwards (autograd included)."""
     # x * bool is ~3x faster than where(); scaling in place is safe, the product is not saved.
-    return x if keep is None else (x * keep).mul_(1.0 / (1.0 - p))
+    if keep is None:
+        return x
+    return (x.mul_(keep) if inplace else x * keep).mul_(1.0 / (1.0 - p))
 
 
 def keep_mask(shape, p: float, device=None) -> torch.Tensor:
@@ -137,8 +140,9 @@ class SequenceEncoder(nn.Module):
     """BERT-style encoder of one modality: Linear D -> d plus learned positions, LayerNorm, dropout, layers."""
 
     def __init__(
-        self, in_dim: int, max_len: int, d: int, depth: int, heads: int, dropout: float, checkpoint: bool = False
-    ):
+        self, in_dim: int, max_len: int, d: int, depth: int, heads: int, dropout: float,
+        checkpoint: bool | str = False,
+    ):  # fmt: skip
         super().__init__()
         self.checkpoint = checkpoint
         self.project = nn.Linear(in_dim, d)
@@ -152,15 +156,38 @@ class SequenceEncoder(nn.Module):
         """x (B, T, D), mask (B, T) bool -> hidden states (B, T, d)."""
         h = self.dropout(self.norm(self.project(x) + self.positions.weight[: x.shape[1]]))
         attn_bias = (~mask).to(h.dtype).mul(MASK_VALUE)[:, None, None, :]
+        checkpoint = self.checkpoint is True or (self.checkpoint == "fp32" and not bf16_autocast(h.device))
         for layer in self.layers:
             masks = layer.draw_masks(h)
-            if self.checkpoint and torch.is_grad_enabled():
+            if checkpoint:
                 # Keep only the layer's input and dropout masks; recompute its activations in backward.
-                h = torch.utils.checkpoint.checkpoint(layer, h, attn_bias, masks, use_reentrant=False,
-                                                      preserve_rng_state=False)
+                h = checkpointed(layer, h, attn_bias, masks, preserve_rng_state=False)
             else:
                 h = layer(h, attn_bias, masks)
         return h
+
+
+def bf16_autocast(device: torch.device) -> bool:
+    """Whether the code runs inside a bf16 autocast region for ``device`` (``harness.precision``)."""
+    return torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.bfloat16
+
+
+def checkpointed(fn, *args, preserve_rng_state: bool = True):
+    """``fn(*args)``; when autograd records, its activations are recomputed in backward instead of kept.
+
+    Torch's reentrant checkpoint, which (measured on the paper-size steps) leaves glibc's heap
+    much less fragmented than the non-reentrant one: peak RSS of a CARAT step 1.18 GB instead
+    of 1.31, of a MulT step 1.56 GB instead of 1.78. It sends gradients to the parameters only
+    through inputs that require gradients, so without such an input the non-reentrant form is
+    used. Models that use it are trained with ``backward()``, not ``torch.autograd.grad``.
+    ``preserve_rng_state`` replays the random numbers (dropout) in the recomputation.
+    """
+    if not torch.is_grad_enabled():
+        return fn(*args)
+    reentrant = any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    return torch.utils.checkpoint.checkpoint(
+        fn, *args, use_reentrant=reentrant, preserve_rng_state=preserve_rng_state
+    )
 
 
 def _bert_init(module: nn.Module) -> None:

@@ -10,6 +10,10 @@
 * ``late_fusion`` fuses at the decision: each modality has its own encoder and
   classifier; the score is the mean of the per-modality sigmoid probabilities, and every
   modality's head is trained with BCE against the labels.
+
+The Transformer layers are torch's, computed leanly with the same math and random draws
+(``models.baselines.layers``); ``checkpoint_layers`` (on in the paper preset) recomputes
+each layer in backward, which changes no result.
 """
 from __future__ import annotations
 
@@ -40,6 +44,9 @@ class FusionConfig:
     ff_mult: int = 4  # feed-forward width = ff_mult * d_model
     dropout: float = 0.1  # attention, feed-forward and head
     embed_dropout: float = 0.1  # on the projected inputs
+    # Recompute each layer's activations in backward instead of keeping them: identical results,
+    # a fraction of the memory, for one more forward of the layers.
+    checkpoint_layers: bool = False
 
     def __post_init__(self):
         check_transformer_sizes(self.d_model, self.n_heads, self.ff_mult, self.dropout, self.embed_dropout)
@@ -48,7 +55,7 @@ class FusionConfig:
 
 
 FUSION_PRESETS = {
-    "paper": dict(d_model=256, n_heads=8, n_layers=4, ff_mult=4, dropout=0.1, embed_dropout=0.1),
+    "paper": dict(d_model=256, n_heads=8, n_layers=4, ff_mult=4, dropout=0.1, embed_dropout=0.1, checkpoint_layers=True),
     "small": dict(d_model=64, n_heads=4, n_layers=1, ff_mult=2, dropout=0.1, embed_dropout=0.0),
 }
 
@@ -63,7 +70,9 @@ class EarlyFusion(LogitModel):
             {m: ModalityEmbedding(dim, d, config.embed_dropout) for m, (_, dim) in spec.modalities.items()}
         )
         self.modality_embedding = nn.Parameter(torch.randn(len(spec.modalities), d) * 0.02)
-        self.encoder = self_attention_encoder(d, config.n_heads, config.n_layers, config.ff_mult, config.dropout)
+        self.encoder = self_attention_encoder(
+            d, config.n_heads, config.n_layers, config.ff_mult, config.dropout, config.checkpoint_layers
+        )
         self.head = classifier_head(d, d, spec.n_labels, config.dropout)
 
     def logits(self, inputs, masks):
@@ -85,7 +94,9 @@ class LateFusion(LogitModel):
         )
         self.encoders = nn.ModuleDict(
             {
-                m: self_attention_encoder(d, config.n_heads, config.n_layers, config.ff_mult, config.dropout)
+                m: self_attention_encoder(
+                    d, config.n_heads, config.n_layers, config.ff_mult, config.dropout, config.checkpoint_layers
+                )
                 for m in spec.modality_names
             }
         )

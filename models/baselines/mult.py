@@ -11,6 +11,12 @@ Multimodal Language Sequences"), generalised to any M >= 2 modalities.
    steps, then summarised by the last real step (MulT) or the masked mean.
 4. The M summaries are concatenated ((B, M(M-1)d)) and go through MulT's residual MLP
    to C logits.
+
+The layers keep torch's modules (``nn.MultiheadAttention`` and friends) for their
+parameters but compute their forward leanly, with the same math and random draws
+(``models.baselines.layers``); ``checkpoint_layers`` (on in the paper preset)
+recomputes every crossmodal and self-attention layer in backward: the same losses, and
+gradients equal up to the order of float sums (a source feeds several checkpointed layers).
 """
 from __future__ import annotations
 
@@ -26,12 +32,16 @@ from models.baselines.layers import (
     POOLINGS,
     LogitModel,
     ModalityEmbedding,
+    attention,
     check_transformer_sizes,
     has_real_step,
+    key_bias,
     keys_to_ignore,
+    lean_dropout,
     pool,
     self_attention_encoder,
 )
+from models.layers import checkpointed
 from models.registry import register
 
 
@@ -46,6 +56,9 @@ class MulTConfig:
     embed_dropout: float = 0.25  # on the projected inputs (MulT's embed dropout)
     out_dropout: float = 0.1  # in the output MLP
     pool: str = "last"  # "last" real step (MulT) or masked "mean"
+    # Recompute each layer's activations in backward instead of keeping them: the same results (up to
+    # the order of float gradient sums), a fraction of the memory, for one more forward of the layers.
+    checkpoint_layers: bool = False
 
     def __post_init__(self):
         check_transformer_sizes(
@@ -61,7 +74,7 @@ class MulTConfig:
 # (M-1) * d = 256 for three modalities, the size of the other baselines and of CARAT.
 MULT_PRESETS = {
     "paper": dict(d_model=128, n_heads=8, cross_layers=4, self_layers=3, ff_mult=4,
-                  dropout=0.1, embed_dropout=0.25, out_dropout=0.1, pool="last"),
+                  dropout=0.1, embed_dropout=0.25, out_dropout=0.1, pool="last", checkpoint_layers=True),
     "small": dict(d_model=64, n_heads=4, cross_layers=1, self_layers=1, ff_mult=2,
                   dropout=0.1, embed_dropout=0.0, out_dropout=0.1, pool="last"),
 }
@@ -81,27 +94,38 @@ class CrossmodalLayer(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, target, source, source_mask):
+    def forward(self, target, source, source_mask, source_bias=None):
+        """``source_bias``: the additive key bias of ``source_mask`` (``key_bias``), when the caller has it."""
+        if source_bias is None:
+            source_bias = key_bias(keys_to_ignore(source_mask), source)
+        p = self.dropout.p
         source = self.norm_source(source)
-        attended, _ = self.attention(
-            self.norm_target(target), source, source, key_padding_mask=keys_to_ignore(source_mask), need_weights=False
-        )
+        attended = attention(self.attention, self.norm_target(target), source, source_bias)
         # A source with no real step has nothing to say; its (unmaskable) attention result is dropped.
-        target = target + self.dropout(attended) * has_real_step(source_mask).to(target.dtype)
-        return target + self.dropout(self.feed_forward(self.norm_ff(target)))
+        target = target + lean_dropout(attended, p, self.training) * has_real_step(source_mask).to(target.dtype)
+        first, activation, inner_dropout, second = self.feed_forward
+        hidden = activation(first(self.norm_ff(target)))
+        hidden = second(lean_dropout(hidden, inner_dropout.p, self.training))
+        return target + lean_dropout(hidden, p, self.training)
 
 
 class CrossmodalTransformer(nn.Module):
     """A stack of crossmodal layers (source -> target) with a final LayerNorm."""
 
-    def __init__(self, d_model: int, n_heads: int, n_layers: int, ff_mult: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, n_layers: int, ff_mult: int, dropout: float,
+                 checkpoint: bool = False):  # fmt: skip
         super().__init__()
         self.layers = nn.ModuleList(CrossmodalLayer(d_model, n_heads, ff_mult, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
+        self.checkpoint = checkpoint
 
     def forward(self, target, source, source_mask):
+        bias = key_bias(keys_to_ignore(source_mask), source)
         for layer in self.layers:
-            target = layer(target, source, source_mask)
+            if self.checkpoint:
+                target = checkpointed(layer, target, source, source_mask, bias)
+            else:
+                target = layer(target, source, source_mask, bias)
         return self.norm(target)
 
 
@@ -120,7 +144,7 @@ class MulT(LogitModel):
         self.crossmodal = nn.ModuleDict(
             {
                 pair_key(source, target): CrossmodalTransformer(
-                    d, config.n_heads, config.cross_layers, config.ff_mult, config.dropout
+                    d, config.n_heads, config.cross_layers, config.ff_mult, config.dropout, config.checkpoint_layers
                 )
                 for target in names
                 for source in names
@@ -129,7 +153,8 @@ class MulT(LogitModel):
         )
         self.self_attention = nn.ModuleDict(
             {
-                m: self_attention_encoder(width, config.n_heads, config.self_layers, config.ff_mult, config.dropout)
+                m: self_attention_encoder(width, config.n_heads, config.self_layers, config.ff_mult, config.dropout,
+                                          config.checkpoint_layers)  # fmt: skip
                 for m in names
             }
         )

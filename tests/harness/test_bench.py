@@ -60,9 +60,9 @@ def test_flops_are_counted_with_backward_and_checkpoint_recomputation():
     counted = {}
     for checkpoint in (False, True):
         model, batch = _tiny_carat(checkpoint_layers=checkpoint)
-        counted[checkpoint] = bench._time_steps(model, *batch, steps=1, dtype=torch.float32)[1]
+        counted[checkpoint] = bench.count_flops(bench._training_step(model, *batch, dtype=torch.float32))
     model, batch = _tiny_carat()
-    forward = bench._time_inference(model, *batch, steps=1, dtype=torch.float32)[1]
+    forward = bench.count_flops(bench._inference(model, *batch, dtype=torch.float32))
     # Backward costs about twice the forward; recomputing the layers adds part of a forward.
     assert counted[False] > 2 * forward
     assert forward > counted[True] - counted[False] > 0

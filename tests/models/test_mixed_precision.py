@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import models
+from harness.data.dataset import DataSpec
 from models.contrastive import supcon_chunked
 from test_carat import SPEC3, TINY, make_batch, unaligned
 
@@ -123,3 +124,17 @@ def test_predict_on_cuda_in_bf16_matches_cpu_float32(name):
     on_cuda = predict(model.to("cuda"), split, "cuda", torch.bfloat16)
     assert on_cuda.shape == on_cpu.shape
     torch.testing.assert_close(torch.from_numpy(on_cuda), torch.from_numpy(on_cpu), rtol=0, atol=3e-2)
+
+
+@pytest.mark.parametrize("autocast, expected_calls", [(False, 2), (True, 0)])
+def test_checkpointing_fp32_recomputes_only_outside_bf16(monkeypatch, autocast, expected_calls):
+    import models.layers
+
+    calls = []
+    real = models.layers.checkpointed
+    monkeypatch.setattr(models.layers, "checkpointed", lambda *a, **k: calls.append(1) or real(*a, **k))
+    spec = DataSpec({"text": (6, 5), "audio": (4, 3)}, ("a",))
+    model, out = carat_step(spec, autocast=autocast, checkpoint_layers="fp32", depths=(1,))
+    assert len(calls) == expected_calls and torch.isfinite(out.total)
+    with pytest.raises(ValueError, match="checkpoint_layers"):
+        models.create("carat", spec, **TINY, checkpoint_layers="bf16")
