@@ -137,6 +137,7 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
     identity = _run_identity(model, data, cfg)
     if checkpoint is not None and Path(checkpoint).is_file():
         state = _restore(Path(checkpoint), identity, model, optimiser, schedule, shuffler)
+    if state.restored_epoch:
         if on_epoch:
             for row in state.history:
                 on_epoch(row["epoch"], row)
@@ -268,10 +269,20 @@ def _save(path: Path, identity: str, state: _Progress, model, optimiser, schedul
 
 
 def _restore(path: Path, identity: str, model, optimiser, schedule, shuffler) -> _Progress:
+    """The progress kept in ``path``, loaded into model, optimiser, schedule and RNGs; a fresh
+    start when the checkpoint was written by another configuration.
+
+    Such a checkpoint (other settings or data, or a code version whose model or training config
+    differs) is never continued: that would mix two configurations in one run. It is unfinished
+    work that cannot be used, so it is not an error either: it is renamed ``*.stale`` (one
+    line says so) and the run starts from epoch 1."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("identity") != identity:
-        raise ValueError(f"checkpoint {path} belongs to another configuration (model, data or settings); "
-                         "delete it to start this run afresh")  # fmt: skip
+        stale = path.with_name(path.name + ".stale")
+        os.replace(path, stale)
+        tqdm.write(f"note: checkpoint {path} was written by another configuration (model, data, settings or "
+                   f"code version); not resumed, moved to {stale.name}; this run starts at epoch 1")  # fmt: skip
+        return _Progress()
     model.load_state_dict(payload["model"])
     optimiser.load_state_dict(payload["optimiser"])
     schedule.load_state_dict(payload["schedule"])

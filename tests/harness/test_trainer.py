@@ -189,10 +189,17 @@ def test_a_run_resumed_from_its_checkpoint_ends_bit_identical(tmp_path):
     assert whole.history[0]["train_loss"] != whole.history[-1]["train_loss"]  # it really trained
 
 
-def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, data):
+def test_a_checkpoint_of_another_configuration_is_set_aside_not_resumed(tmp_path, data, capsys):
     cfg = TrainConfig.from_preset("small", epochs=1, progress=False)
     checkpoint = tmp_path / "unit.pt"
     trainer.fit(Linear(), data, cfg, checkpoint=checkpoint)
-    with pytest.raises(ValueError, match="belongs to another configuration"):
-        trainer.fit(Linear(), data, TrainConfig.from_preset("small", epochs=1, lr=0.5, progress=False),
-                    checkpoint=checkpoint)  # fmt: skip
+    other = TrainConfig.from_preset("small", epochs=2, lr=0.5, progress=False)
+    seen = []
+    trainer.seed_everything(0)
+    resumed = trainer.fit(Linear(), data, other, on_epoch=lambda e, row: seen.append(e), checkpoint=checkpoint)
+    assert resumed.resumed_from_epoch == 0 and seen == [1, 2]  # trained from scratch, nothing replayed
+    assert (tmp_path / "unit.pt.stale").is_file()  # set aside, not deleted
+    assert "written by another configuration" in capsys.readouterr().out
+    trainer.seed_everything(0)
+    whole = trainer.fit(Linear(), data, other)
+    assert resumed.history == whole.history and resumed.history[0]["train_loss"] == whole.history[0]["train_loss"]  # the same as a fresh run
