@@ -2,6 +2,7 @@
 
 Each task is a thin shell: parse options, call the library, print where to look.
 """
+
 import os
 import sys
 
@@ -10,8 +11,20 @@ from invoke.exceptions import Exit
 
 from harness.presets import PRESETS  # the one list of preset names (no heavy imports)
 
-SHORT_FLAGS = {"study": "s", "dataset": "d", "seeds": "n", "epochs": "e", "trials": "t", "workers": "w",
-               "preset": "p", "quick": "q", "verbose": "v", "out": "o", "port": "p", "json": "j"}  # fmt: skip
+SHORT_FLAGS = {
+    "study": "s",
+    "dataset": "d",
+    "seeds": "n",
+    "epochs": "e",
+    "trials": "t",
+    "workers": "w",
+    "preset": "p",
+    "quick": "q",
+    "verbose": "v",
+    "out": "o",
+    "port": "p",
+    "json": "j",
+}
 WHOLE_NUMBERS = ("seeds", "epochs", "trials", "workers", "port", "batch", "steps", "threads")
 
 
@@ -42,7 +55,9 @@ class _WholeNumber(Argument):
         try:
             super().set_value(value, cast)
         except ValueError:
-            raise Exit(f"error: --{self.name.replace('_', '-')} must be a whole number, got {value!r}", code=2) from None
+            raise Exit(
+                f"error: --{self.name.replace('_', '-')} must be a whole number, got {value!r}", code=2
+            ) from None
 
 
 def harness_task(*args, **kwargs):
@@ -60,7 +75,7 @@ RUN_HELP = {
     "preset": f"model/training preset: {' or '.join(PRESETS)} (default: the study's; see harness/presets.py)",
     "device": "cpu (default), cuda, cuda:N or auto",
     "precision": "fp32 (reproducible on CPU), bf16 (autocast; losses, SupCon, prototypes, queue in fp32) or auto "
-                 "(bf16 where the device supports it) (default: the study's, else fp32)",
+    "(bf16 where the device supports it) (default: the study's, else fp32)",
     "workers": "local worker processes (joblib), sharing the CPU threads (default 1)",
     "storage": "Optuna storage: postgresql://... or a journal file path (default runs/optuna.journal)",
     "tracking_uri": "MLflow tracking URI: http://host:port, postgresql://..., sqlite:///... (default runs/mlflow.db)",
@@ -78,18 +93,28 @@ def _run_study(study, tune_only, **options):
 
     try:
         spec = studies.load(study).with_options(
-            dataset=options["dataset"], data_path=options["data_path"], seeds=options["seeds"],
-            epochs=options["epochs"], trials=options["trials"], preset=options["preset"], quick=options["quick"],
+            dataset=options["dataset"],
+            data_path=options["data_path"],
+            seeds=options["seeds"],
+            epochs=options["epochs"],
+            trials=options["trials"],
+            preset=options["preset"],
+            quick=options["quick"],
             precision=options["precision"],
-        )  # fmt: skip
+        )
         run_options = runner.RunOptions(
-            device=options["device"], workers=options["workers"], storage=options["storage"],
-            tracking_uri=options["tracking_uri"], tune_only=tune_only, checkpoint_dir=options["checkpoint_dir"],
-            keep_checkpoints=options["keep_checkpoints"], verbose=options["verbose"],
-        )  # fmt: skip
+            device=options["device"],
+            workers=options["workers"],
+            storage=options["storage"],
+            tracking_uri=options["tracking_uri"],
+            tune_only=tune_only,
+            checkpoint_dir=options["checkpoint_dir"],
+            keep_checkpoints=options["keep_checkpoints"],
+            verbose=options["verbose"],
+        )
         outcome = runner.run(spec, run_options)
     except (studies.StudyError, StorageError, DataFormatError, FileNotFoundError) as exc:
-        raise Exit(f"error: {exc}", code=2)
+        raise Exit(f"error: {exc}", code=2) from None
     _print_outcome(outcome, run_options)
     if not outcome.ok:
         raise Exit(
@@ -109,17 +134,29 @@ def _print_outcome(outcome, options):
 
         table = pd.DataFrame(outcome.finished)
         table["flagged"] = table.get("degenerate", pd.Series(index=table.index, dtype=object)).apply(
-            lambda reason: isinstance(reason, str))  # fmt: skip
+            lambda reason: isinstance(reason, str)
+        )
         keys = ["variant", "dataset", "setting"] if table["dataset"].nunique() > 1 else ["variant", "setting"]
-        summary = table.groupby(keys, sort=False).agg(mean=("test_micro_f1", "mean"), std=("test_micro_f1", "std"),
-                                                      seeds=("test_micro_f1", "count"), flagged=("flagged", "sum"))
-        print(f"\nStudy {outcome.experiment}: test micro-F1 over seeds (flagged: runs that are no finding)\n"
-              f"{summary.round(4).to_string()}")  # fmt: skip
+        summary = table.groupby(keys, sort=False).agg(
+            mean=("test_micro_f1", "mean"),
+            std=("test_micro_f1", "std"),
+            seeds=("test_micro_f1", "count"),
+            flagged=("flagged", "sum"),
+        )
+        print(
+            f"\nStudy {outcome.experiment}: test micro-F1 over seeds (flagged: runs that are no finding)\n"
+            f"{summary.round(4).to_string()}"
+        )
         for key, rows in table[table["flagged"]].groupby(keys, sort=False):
             seeds = ", ".join(str(s) for s in rows["seed"])
-            reasons = "; ".join(dict.fromkeys(r.split(" (")[0] for text in rows["degenerate"] for r in text.split("; ")))
-            print(f"WARNING: {' / '.join(key)}: {len(rows)} of {int(summary.loc[key, 'seeds'])} runs are no finding "
-                  f"(seeds {seeds}): {reasons}", file=sys.stderr)  # fmt: skip
+            reasons = "; ".join(
+                dict.fromkeys(r.split(" (")[0] for text in rows["degenerate"] for r in text.split("; "))
+            )
+            print(
+                f"WARNING: {' / '.join(key)}: {len(rows)} of {int(summary.loc[key, 'seeds'])} runs are no finding "
+                f"(seeds {seeds}): {reasons}",
+                file=sys.stderr,
+            )
     for unit in outcome.failed:
         print(f"FAILED {unit['variant']} seed {unit['seed']} ({unit['setting']}): {unit['reason']}", file=sys.stderr)
     uri = f" --tracking-uri {redact(options.tracking_uri)}" if options.tracking_uri else ""
@@ -133,32 +170,83 @@ def _print_outcome(outcome, options):
 
 
 @harness_task(help=RUN_HELP)
-def ablate(c, study="no_shuffle", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
-           preset=None, device="cpu", precision=None, workers=1, storage=None, tracking_uri=None, quick=False,
-           keep_checkpoints=False, checkpoint_dir=None, verbose=False):  # fmt: skip
+def ablate(
+    c,
+    study="no_shuffle",
+    dataset=None,
+    data_path=None,
+    seeds=None,
+    epochs=None,
+    trials=None,
+    preset=None,
+    device="cpu",
+    precision=None,
+    workers=1,
+    storage=None,
+    tracking_uri=None,
+    quick=False,
+    keep_checkpoints=False,
+    checkpoint_dir=None,
+    verbose=False,
+):
     """Run a study: tuning (if it has a search space) then seeded repeats, tracked in MLflow."""
     _run_study(study, tune_only=False, **_options(locals()))
 
 
 @harness_task(help=RUN_HELP)
-def tune(c, study="tune", dataset=None, data_path=None, seeds=None, epochs=None, trials=None,
-         preset=None, device="cpu", precision=None, workers=1, storage=None, tracking_uri=None, quick=False,
-         keep_checkpoints=False, checkpoint_dir=None, verbose=False):  # fmt: skip
+def tune(
+    c,
+    study="tune",
+    dataset=None,
+    data_path=None,
+    seeds=None,
+    epochs=None,
+    trials=None,
+    preset=None,
+    device="cpu",
+    precision=None,
+    workers=1,
+    storage=None,
+    tracking_uri=None,
+    quick=False,
+    keep_checkpoints=False,
+    checkpoint_dir=None,
+    verbose=False,
+):
     """Run only the Optuna search of a study (pruned on validation micro-F1)."""
     _run_study(study, tune_only=True, **_options(locals()))
 
 
 def _options(values: dict) -> dict:
-    keep = ("dataset", "data_path", "seeds", "epochs", "trials", "preset", "device", "precision", "workers", "storage",
-            "tracking_uri", "quick", "keep_checkpoints", "checkpoint_dir", "verbose")  # fmt: skip
+    keep = (
+        "dataset",
+        "data_path",
+        "seeds",
+        "epochs",
+        "trials",
+        "preset",
+        "device",
+        "precision",
+        "workers",
+        "storage",
+        "tracking_uri",
+        "quick",
+        "keep_checkpoints",
+        "checkpoint_dir",
+        "verbose",
+    )
     return {k: values[k] for k in keep}
 
 
-@harness_task(iterable=["plugin"], help={
-    "plugin": "a plugin .py file (relative to the current folder) or dotted module whose models are listed too; "
-              "repeatable",
-    "check": "also build each plugin model on tiny data and check the model contract (README: Bring your own model)",
-})  # fmt: skip
+@harness_task(
+    iterable=["plugin"],
+    help={
+        "plugin": "a plugin .py file (relative to the current folder) or dotted module whose models are listed too; "
+        "repeatable",
+        "check": "also build each plugin model on tiny data and check the model contract "
+        "(README: Bring your own model)",
+    },
+)
 def variants(c, plugin=None, check=False):
     """List every registered model (CARAT variants, baselines, plugins) with its one-line description."""
     from pathlib import Path
@@ -170,7 +258,7 @@ def variants(c, plugin=None, check=False):
         for name in added if check else []:
             models.check_contract(name)
     except models.PluginError as exc:
-        raise Exit(f"error: {exc}", code=2)
+        raise Exit(f"error: {exc}", code=2) from None
     width = max(len(n) for n in models.list())
     for name in models.list():
         origin = f"  [plugin {models.source(name)}]" if name in added else ""
@@ -189,11 +277,13 @@ def list_studies(c):
         print(f"{name:<18} {', '.join(study.variants)}\n{'':<18} {study.description}")
 
 
-@harness_task(help={
-    "tracking_uri": "MLflow store (default runs/mlflow.db)",
-    "host": "interface to bind (default 127.0.0.1: this machine only)",
-    "port": "port (default 5000)",
-})  # fmt: skip
+@harness_task(
+    help={
+        "tracking_uri": "MLflow store (default runs/mlflow.db)",
+        "host": "interface to bind (default 127.0.0.1: this machine only)",
+        "port": "port (default 5000)",
+    }
+)
 def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
     """Start the MLflow UI on the study store, with links that open each study ready to compare."""
     from harness.storage import prepare_tracking, redact
@@ -209,11 +299,13 @@ def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
     c.run(f"mlflow server --host {host} --port {port} --workers 1", env={"MLFLOW_BACKEND_STORE_URI": uri}, pty=False)
 
 
-@harness_task(help={
-    "storage": "Optuna storage: a journal file or postgresql://... (default runs/optuna.journal)",
-    "host": "interface to bind (default 127.0.0.1: this machine only)",
-    "port": "port (default 8080)",
-})  # fmt: skip
+@harness_task(
+    help={
+        "storage": "Optuna storage: a journal file or postgresql://... (default runs/optuna.journal)",
+        "host": "interface to bind (default 127.0.0.1: this machine only)",
+        "port": "port (default 8080)",
+    }
+)
 def dashboard(c, storage=None, host="127.0.0.1", port=8080):
     """Start optuna-dashboard on the studies' Optuna storage: tuning histories, importances, trials."""
     from optuna_dashboard import run_server
@@ -223,7 +315,7 @@ def dashboard(c, storage=None, host="127.0.0.1", port=8080):
     try:
         backend = open_optuna_storage(storage)
     except StorageError as exc:
-        raise Exit(f"error: {exc}", code=2)
+        raise Exit(f"error: {exc}", code=2) from None
     print(f"optuna-dashboard for {redact(storage or DEFAULT_STORAGE)} at http://{host}:{port}  (Ctrl-C to stop)")
     run_server(backend, host=host, port=port)
 
@@ -246,7 +338,7 @@ def data(c, dataset="synthetic", data_path=None, option=None, json=False):
     try:
         loaded = datasets.load(dataset, data_path=data_path, **_loader_options(option or []))
     except (datasets.DataFormatError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
-        raise Exit(f"error: {exc}", code=1)
+        raise Exit(f"error: {exc}", code=1) from None
     summary = loaded.summary()
     if json:
         print(json_lib.dumps(summary))
@@ -279,7 +371,7 @@ REPORT_HELP = {
     "storage": "Optuna storage holding the tuning studies, for importance/history plots (default runs/optuna.journal)",
     "out": "output folder (default reports/build)",
     "ui_url": "MLflow UI address run ids link to, e.g. http://127.0.0.1:5000 from `invoke ui` (default: the "
-              "tracking URI when it is an http(s) server, else plain ids)",
+    "tracking URI when it is an http(s) server, else plain ids)",
 }
 
 
@@ -294,15 +386,18 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     names = [name.strip() for value in study or [] for name in value.split(",") if name.strip()]
     out_dir = Path(out) if out else reports.DEFAULT_OUT
     try:
-        summary = reports.generate(names or None, tracking_uri=tracking_uri, storage=storage, out_dir=out_dir,
-                                   ui_url=ui_url, strict=True)
+        summary = reports.generate(
+            names or None, tracking_uri=tracking_uri, storage=storage, out_dir=out_dir, ui_url=ui_url, strict=True
+        )
     except (reports.ReportError, StorageError) as exc:
-        raise Exit(f"error: {exc}", code=2)
+        raise Exit(f"error: {exc}", code=2) from None
     for name, info in summary.items():
         missing = sum(len(seeds) for seeds in info["missing"].values())
         flagged = f", {info['n_flagged']} flagged as no finding" if info["n_flagged"] else ""
-        print(f"{name:<20} {info['status']}: {info['n_finished']} finished repeat runs{flagged}, "
-              f"{info['n_failed']} failed, {missing} expected run(s) missing")  # fmt: skip
+        print(
+            f"{name:<20} {info['status']}: {info['n_finished']} finished repeat runs{flagged}, "
+            f"{info['n_failed']} failed, {missing} expected run(s) missing"
+        )
     print(out_dir / "index.html")
 
 
@@ -320,8 +415,9 @@ BENCH_HELP = {
 
 
 @harness_task(help=BENCH_HELP)
-def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, precision="fp32", json=False, studies=True,
-          out=None):  # fmt: skip
+def bench(
+    c, only=None, preset="paper", batch=64, steps=5, threads=2, precision="fp32", json=False, studies=True, out=None
+):
     """Benchmark training-step time, peak memory, FLOPs and fraction of matmul peak (and whole-study wall time)."""
     import json as json_lib
     import platform
@@ -337,8 +433,11 @@ def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, precision=
 
     try:
         if resolve_precision(precision, "cpu") == torch.bfloat16 and not native_bf16("cpu"):
-            print("note: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, far slower than "
-                  "fp32; --precision auto picks fp32 here", file=sys.stderr)  # fmt: skip
+            print(
+                "note: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, far slower than "
+                "fp32; --precision auto picks fp32 here",
+                file=sys.stderr,
+            )
         if only:
             results = [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False, precision=precision)]
         else:
@@ -348,14 +447,15 @@ def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, precision=
             results = []
             for name, case_preset in plan:
                 print(f"bench {name} ({case_preset}) ...", file=sys.stderr, flush=True)
-                results.append(benchmarks.run_case(name, case_preset, batch, steps, threads, precision=precision,
-                                                   peaks=peaks))  # fmt: skip
+                results.append(
+                    benchmarks.run_case(name, case_preset, batch, steps, threads, precision=precision, peaks=peaks)
+                )
             if studies:
                 for workers in (1, 2):
                     print(f"bench study no_shuffle, {workers} worker(s) ...", file=sys.stderr, flush=True)
                     results.append(benchmarks.time_study("no_shuffle", workers))
     except (ValueError, RuntimeError) as exc:
-        raise Exit(f"error: {exc}", code=2)
+        raise Exit(f"error: {exc}", code=2) from None
     table = pd.DataFrame(results).drop(columns=["torch"], errors="ignore")
     if json:
         for result in results:
@@ -367,7 +467,9 @@ def bench(c, only=None, preset="paper", batch=64, steps=5, threads=2, precision=
     folder = Path(out) if out else RUNS_DIR / "bench"
     folder.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}"
-    command = f"invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads} --precision {precision}"
+    command = (
+        f"invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads} --precision {precision}"
+    )
     peak_line = ", ".join(f"{name} {value} GFLOP/s" for name, value in peaks.items())
     header = f"Measured {date.today()} on {machine} with `{command}`; matmul peak at {threads} threads: {peak_line}\n\n"
     report = {"machine": machine, "command": command, "matmul_peak_gflops": peaks, "results": results}

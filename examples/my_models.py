@@ -8,6 +8,7 @@ and ``overrides`` are the study's model fields, checked against the config datac
 fields the harness logs as the run's parameters). The first line of the builder's docstring
 is the description ``invoke variants`` shows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ class LabelPrior(ClassicModel):
         self.spec, self.config = spec, config
         self.prior_: np.ndarray | None = None
 
-    def fit(self, inputs, masks, labels) -> "LabelPrior":
+    def fit(self, inputs, masks, labels) -> LabelPrior:
         labels = np.asarray(labels, dtype=np.float64)
         s = self.config.smoothing
         self.prior_ = (labels.sum(axis=0) + s) / (len(labels) + 2 * s)

@@ -19,6 +19,7 @@ matmuls at the bench's thread count in fp32 and bf16; a case reports its achieve
 GFLOP/s (counted FLOPs / median step time) and that as a fraction of the peak of its
 precision. A fraction near 1 means only fewer FLOPs or faster arithmetic can help.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -26,10 +27,10 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -77,8 +78,14 @@ def case_names() -> list[str]:
 
 
 def run_case(
-    name: str, preset: str = "paper", batch: int = 64, steps: int = 5, threads: int = 2, isolate: bool = True,
-    precision: str = "fp32", peaks: dict | None = None,
+    name: str,
+    preset: str = "paper",
+    batch: int = 64,
+    steps: int = 5,
+    threads: int = 2,
+    isolate: bool = True,
+    precision: str = "fp32",
+    peaks: dict | None = None,
 ) -> dict:
     """Run one benchmark case; returns plain data (times in ms, memory in MB, FLOPs in GFLOP).
 
@@ -261,9 +268,19 @@ def time_study(study: str = "no_shuffle", workers: int = 1) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         command = [
-            sys.executable, "-m", "invoke", "ablate", "--study", study, "--workers", str(workers),
-            "--storage", f"{tmp}/optuna.journal", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "invoke",
+            "ablate",
+            "--study",
+            study,
+            "--workers",
+            str(workers),
+            "--storage",
+            f"{tmp}/optuna.journal",
+            "--tracking-uri",
+            f"sqlite:///{tmp}/mlflow.db",
+        ]
         start = time.perf_counter()
         repo = Path(__file__).resolve().parents[1]  # where tasks.py is
         done = subprocess.run(command, capture_output=True, text=True, cwd=repo)

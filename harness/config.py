@@ -4,6 +4,7 @@ Model settings live in each model's own config dataclass (see ``models``); a pre
 name (``harness.presets``) selects both the model's preset values and the training
 values below.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -19,12 +20,30 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 TRAIN_PRESETS: dict[str, dict] = {
     # The paper / reference protocol (CARAT.md section 5).
-    "paper": dict(lr=5e-5, weight_decay=0.01, batch_size=64, epochs=20, warmup_ratio=0.1, clip_norm=1.0,
-                  threshold=0.25, optimizer="reference", drop_last=True),
+    "paper": dict(
+        lr=5e-5,
+        weight_decay=0.01,
+        batch_size=64,
+        epochs=20,
+        warmup_ratio=0.1,
+        clip_norm=1.0,
+        threshold=0.25,
+        optimizer="reference",
+        drop_last=True,
+    ),
     # Scaled so a run on the default synthetic data takes seconds on a CPU; still AdamW and every
     # sample in every epoch (the small preset's settings are under review separately).
-    "small": dict(lr=3e-3, weight_decay=0.01, batch_size=64, epochs=12, warmup_ratio=0.1, clip_norm=1.0,
-                  threshold=0.25, optimizer="adamw", drop_last=False),
+    "small": dict(
+        lr=3e-3,
+        weight_decay=0.01,
+        batch_size=64,
+        epochs=12,
+        warmup_ratio=0.1,
+        clip_norm=1.0,
+        threshold=0.25,
+        optimizer="adamw",
+        drop_last=False,
+    ),
 }
 
 
@@ -73,7 +92,7 @@ class TrainConfig:
             raise ValueError("; ".join(problems))
 
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "TrainConfig":
+    def from_preset(cls, preset: str, **overrides) -> TrainConfig:
         values = preset_values(TRAIN_PRESETS, preset, "training")
         unknown = sorted(set(overrides) - set(cls.field_names()))
         if unknown:

@@ -17,6 +17,7 @@ Conventions, stated once because the line of work is inconsistent about them:
   reference swaps the two because it calls its helper with the arguments reversed
   (CARAT.md section 5); this module does not.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -42,6 +42,7 @@ parameter (bias correction, weight decay on all tensors), lr factor (step + 1) /
 during warm-up then linear decay to 0 (``adamw_factor``), and one global gradient clip
 (``clip`` = ``clip_grad_norm_`` over all parameters, which also returns the norm checked).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -18,6 +18,7 @@ study spread over machines with and without bf16 hardware would mix precisions; 
 bf16 run, though repeatable on one machine, is not the fp32 computation the tests check
 against the reference. Ask for bf16 explicitly.
 """
+
 from __future__ import annotations
 
 import torch

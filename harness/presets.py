@@ -22,6 +22,7 @@ valid names.
 This module imports nothing from the project, so every layer (data, models, training,
 studies) may import it without creating an import cycle.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -8,6 +8,7 @@ parameter as ``params.NAME``, and the data it read (its MLflow dataset input: ``
 ``input_profile`` as JSON text with the split sizes). A unit's result is its FINISHED ``phase=repeat`` run
 (:func:`finished`); summary runs (``phase=summary``) are aggregates, never results.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -15,8 +16,23 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from harness.studies import DEFAULT_SETTING
-TAGS = ("study", "variant", "dataset", "seed", "phase", "setting", "optuna_trial", "optuna_study", "config_hash",
-        "data_fingerprint", "code_version", "failure_reason", "degenerate", "resumed_from_epoch")  # fmt: skip
+
+TAGS = (
+    "study",
+    "variant",
+    "dataset",
+    "seed",
+    "phase",
+    "setting",
+    "optuna_trial",
+    "optuna_study",
+    "config_hash",
+    "data_fingerprint",
+    "code_version",
+    "failure_reason",
+    "degenerate",
+    "resumed_from_epoch",
+)
 UNIT = ["variant", "dataset", "setting", "seed"]  # with config_hash: what makes a unit's result
 PAGE = 1000
 
@@ -64,8 +80,13 @@ def has_finished_run(client: MlflowClient, experiment: str, unit: dict) -> bool:
 def _search(client: MlflowClient, experiment_id: str, max_results: int | None = None, filter_string: str = "") -> list:
     found, token = [], None
     while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, run_view_type=ViewType.ACTIVE_ONLY,
-                                  max_results=max_results or PAGE, page_token=token)  # fmt: skip
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=max_results or PAGE,
+            page_token=token,
+        )
         found.extend(page)
         token = page.token
         if not token or max_results:
@@ -76,16 +97,18 @@ def _table(found: list) -> pd.DataFrame:
     rows = []
     for run in found:
         tags = run.data.tags
-        rows.append({
-            "run_id": run.info.run_id,
-            "run_name": run.info.run_name,
-            "status": run.info.status,
-            "start_time": run.info.start_time,
-            **{tag: tags.get(tag) for tag in TAGS},
-            **_input(run),
-            **run.data.metrics,
-            **{f"params.{k}": v for k, v in run.data.params.items()},
-        })  # fmt: skip
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "status": run.info.status,
+                "start_time": run.info.start_time,
+                **{tag: tags.get(tag) for tag in TAGS},
+                **_input(run),
+                **run.data.metrics,
+                **{f"params.{k}": v for k, v in run.data.params.items()},
+            }
+        )
     empty = ["run_id", "run_name", "status", "start_time", *TAGS, "input_digest", "input_profile"]
     table = pd.DataFrame(rows, columns=None if rows else empty)
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")

@@ -18,6 +18,7 @@ in a :class:`harness.workqueue.WorkQueue` and one MLflow run.
 4. **Summarise**, from MLflow through ``harness.results``: the summary runs, and the
    outcome the command prints.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 import models
 from harness import data as datasets
-from harness import results, trainer, tracking
+from harness import results, tracking, trainer
 from harness.config import TrainConfig
 from harness.storage import RUNS_DIR, open_optuna_storage, prepare_tracking, redact, redact_text
 from harness.studies import DEFAULT_SETTING, Study, StudyError
@@ -85,7 +86,7 @@ class Unit:
     config_hash: str
 
     @classmethod
-    def of(cls, attrs: dict) -> "Unit":
+    def of(cls, attrs: dict) -> Unit:
         return cls(*(attrs[k] for k in ("phase", "variant", "dataset", "setting", "seed", "config_hash")))
 
     @property
@@ -101,8 +102,9 @@ def run(study: Study, options: RunOptions) -> Outcome:
     open_optuna_storage(options.storage)  # checked before MLflow is touched
     tracking_uri = prepare_tracking(options.tracking_uri)
     client = tracking.client_for(tracking_uri)
-    experiment_id = tracking.ensure_experiment(client, tracking_uri, study.experiment, study.description,
-                                               _experiment_tags(study))  # fmt: skip
+    experiment_id = tracking.ensure_experiment(
+        client, tracking_uri, study.experiment, study.description, _experiment_tags(study)
+    )
     plan = plan.bound(tracking_uri, experiment_id)
     on_stale = _stale_handler(client, experiment_id)
     storage = open_optuna_storage(options.storage, on_stale=on_stale)
@@ -113,8 +115,11 @@ def run(study: Study, options: RunOptions) -> Outcome:
     done = _finished_keys(client, plan)
     _enqueue(plan, queues, done)
     todo = sum(1 for unit in plan.repeat_units() if unit.key not in done)
-    todo += sum(max(0, plan.study.trials - len(q.trials((TrialState.COMPLETE, TrialState.PRUNED))))
-                for key, q in queues.items() if key != "repeat")  # fmt: skip
+    todo += sum(
+        max(0, plan.study.trials - len(q.trials((TrialState.COMPLETE, TrialState.PRUNED))))
+        for key, q in queues.items()
+        if key != "repeat"
+    )
 
     bar = _overall_bar(plan, todo)
     if options.workers == 1:
@@ -123,8 +128,11 @@ def run(study: Study, options: RunOptions) -> Outcome:
         from joblib import Parallel, delayed
 
         with _Poller(plan, bar):
-            ran = sum(Parallel(n_jobs=options.workers, backend="loky")(
-                delayed(_work)(plan, i) for i in range(options.workers)))  # fmt: skip
+            ran = sum(
+                Parallel(n_jobs=options.workers, backend="loky")(
+                    delayed(_work)(plan, i) for i in range(options.workers)
+                )
+            )
     bar.close()
 
     table = results.runs(client, study.experiment)
@@ -150,9 +158,16 @@ class Plan:
     tracking_uri: str = ""
     experiment_id: str = ""
 
-    def bound(self, tracking_uri: str, experiment_id: str) -> "Plan":
-        return Plan(self.study, self.options, self.config_hashes, self.data_fingerprints, self.carve_by_seed,
-                    tracking_uri, experiment_id)  # fmt: skip
+    def bound(self, tracking_uri: str, experiment_id: str) -> Plan:
+        return Plan(
+            self.study,
+            self.options,
+            self.config_hashes,
+            self.data_fingerprints,
+            self.carve_by_seed,
+            tracking_uri,
+            experiment_id,
+        )
 
     def repeat_units(self) -> list[Unit]:
         if self.options.tune_only:
@@ -203,8 +218,9 @@ def make_plan(study: Study, options: RunOptions) -> Plan:
         data = load_data(study, source.name)
         # Seeds also vary the validation split where the loader carves one (and the study does not
         # fix its seed): deterministic baselines then get a real spread over seeds.
-        carve[source.name] = "split_seed" not in source.options and \
-            str(data.notes.get("valid_split", "")).startswith("carved")  # fmt: skip
+        carve[source.name] = "split_seed" not in source.options and str(data.notes.get("valid_split", "")).startswith(
+            "carved"
+        )
         fingerprints[source.name] = data.digest
         config_hashes[source.name] = study.config_hash(source.name, fingerprints[source.name])
         _check_variants_build(study, data)
@@ -243,10 +259,16 @@ def _check_variants_build(study: Study, data) -> None:
 
 
 def _experiment_tags(study: Study) -> dict:
-    tags = {"study": study.name, "study_file": study.source, "quick": str(study.quick).lower(),
-            "datasets": ", ".join(d.name for d in study.datasets), "planned_variants": " ".join(study.variants),
-            "planned_seeds": " ".join(map(str, study.seeds)), **tracking.view_tags(len(study.datasets) > 1),
-            **study.tags}  # fmt: skip
+    tags = {
+        "study": study.name,
+        "study_file": study.source,
+        "quick": str(study.quick).lower(),
+        "datasets": ", ".join(d.name for d in study.datasets),
+        "planned_variants": " ".join(study.variants),
+        "planned_seeds": " ".join(map(str, study.seeds)),
+        **tracking.view_tags(len(study.datasets) > 1),
+        **study.tags,
+    }
     return {k: v for k, v in tags.items() if v is not None}
 
 
@@ -269,7 +291,7 @@ def _enqueue(plan: Plan, queues: dict, done: set) -> None:
 def _top_up_tuning(plan: Plan, queues: dict) -> None:
     """Each tuning study gets trials until its budget counts live and finished ones (a trial of a
     dead worker, failed, is replaced)."""
-    for (variant, dataset), name in plan.tune_queue_names().items():
+    for (variant, dataset), _name in plan.tune_queue_names().items():
         queue = queues[(variant, dataset)]
         have = len(queue.trials((*LIVE, TrialState.COMPLETE, TrialState.PRUNED)))
         unit = Unit("tune", variant, dataset, DEFAULT_SETTING, plan.study.seeds[0], plan.config_hashes[dataset])
@@ -412,18 +434,34 @@ class _Worker:
         name = run_name(unit, claim.number, several_datasets=len(study.datasets) > 1)
         checkpoint = self._checkpoint_path(unit) if unit.phase == "repeat" else None
         tags = {
-            "study": study.name, "variant": unit.variant, "dataset": unit.dataset, "seed": unit.seed,
-            "phase": unit.phase, "setting": unit.setting, "optuna_trial": claim.number,
-            "optuna_study": claim.queue.name, "config_hash": unit.config_hash,
-            "data_fingerprint": plan.data_fingerprints[unit.dataset], "code_version": code_version(),
+            "study": study.name,
+            "variant": unit.variant,
+            "dataset": unit.dataset,
+            "seed": unit.seed,
+            "phase": unit.phase,
+            "setting": unit.setting,
+            "optuna_trial": claim.number,
+            "optuna_study": claim.queue.name,
+            "config_hash": unit.config_hash,
+            "data_fingerprint": plan.data_fingerprints[unit.dataset],
+            "code_version": code_version(),
             "storage": redact(plan.options.storage or "runs/optuna.journal"),
-        }  # fmt: skip
+        }
         with tracking.TrackedRun(self.client, plan.experiment_id, name, tags) as run, claim.alive():
             claim.set_attr("mlflow_run_id", run.run_id)
             source = study.dataset(unit.dataset)
-            run.log_params({"variant": unit.variant, "dataset": unit.dataset, "setting": unit.setting,
-                            "seed": unit.seed, "preset": study.preset, "data": asdict(source),
-                            **train_cfg.to_dict(), **_model_params(model)})  # fmt: skip
+            run.log_params(
+                {
+                    "variant": unit.variant,
+                    "dataset": unit.dataset,
+                    "setting": unit.setting,
+                    "seed": unit.seed,
+                    "preset": study.preset,
+                    "data": asdict(source),
+                    **train_cfg.to_dict(),
+                    **_model_params(model),
+                }
+            )
             run.log_dataset(unit.dataset, data.digest, data.source, _data_profile(data))
 
             def on_epoch(epoch: int, row: dict) -> None:
@@ -436,8 +474,15 @@ class _Worker:
             label = f"w{self.index} {name}" if plan.options.workers > 1 else name
             seconds["time_tracking_s"] = lap()
             try:
-                result = trainer.fit(model, data, train_cfg, on_epoch=on_epoch, checkpoint=checkpoint,
-                                     progress_label=label, progress_position=self._bar_position())  # fmt: skip
+                result = trainer.fit(
+                    model,
+                    data,
+                    train_cfg,
+                    on_epoch=on_epoch,
+                    checkpoint=checkpoint,
+                    progress_label=label,
+                    progress_position=self._bar_position(),
+                )
                 seconds["time_fit_s"] = lap()
             except optuna.TrialPruned as pruned:
                 run.end("KILLED", str(pruned))
@@ -465,8 +510,13 @@ class _Worker:
             run.end("FINISHED")
             if not claim.complete(result.val_metrics["micro_f1"]):
                 # Silent too long, this worker was taken for dead and its unit handed to another.
-                tracking.fail_runs_of_trial(self.client, plan.experiment_id, claim.queue.name, claim.number,
-                                            "its trial was failed as stale while it ran")  # fmt: skip
+                tracking.fail_runs_of_trial(
+                    self.client,
+                    plan.experiment_id,
+                    claim.queue.name,
+                    claim.number,
+                    "its trial was failed as stale while it ran",
+                )
                 return
         if checkpoint is not None and not plan.options.keep_checkpoints:
             checkpoint.unlink(missing_ok=True)
@@ -474,9 +524,13 @@ class _Worker:
         self._settled()
 
     def _checkpoint_path(self, unit: Unit) -> Path:
-        folder = Path(self.plan.options.checkpoint_dir) if self.plan.options.checkpoint_dir else RUNS_DIR / "checkpoints"
-        safe = "".join(ch if ch.isalnum() or ch in "._-=" else "_" for ch in
-                       f"{unit.variant}-{unit.dataset}-{unit.setting}-s{unit.seed}")  # fmt: skip
+        folder = (
+            Path(self.plan.options.checkpoint_dir) if self.plan.options.checkpoint_dir else RUNS_DIR / "checkpoints"
+        )
+        safe = "".join(
+            ch if ch.isalnum() or ch in "._-=" else "_"
+            for ch in f"{unit.variant}-{unit.dataset}-{unit.setting}-s{unit.seed}"
+        )
         return folder / self.plan.study.experiment / unit.config_hash / f"{safe}.pt"
 
     def _bar_position(self) -> int | None:
@@ -523,19 +577,28 @@ def _model_params(model) -> dict:
 
 
 def _data_profile(data) -> dict:
-    return {"modalities": {m: list(td) for m, td in data.spec.modalities.items()}, "labels": len(data.label_names),
-            **{f"n_{split}": s.n for split, s in data.splits.items()}}  # fmt: skip
+    return {
+        "modalities": {m: list(td) for m, td in data.spec.modalities.items()},
+        "labels": len(data.label_names),
+        **{f"n_{split}": s.n for split, s in data.splits.items()},
+    }
 
 
 def _resolved_config(plan: Plan, unit: Unit, train_cfg: TrainConfig, model, trial_number: int) -> dict:
     study = plan.study
     return {
-        "study": study.name, "study_file": study.source, "experiment": study.experiment,
-        "config_hash": unit.config_hash, "unit": asdict(unit), "optuna_trial": trial_number,
+        "study": study.name,
+        "study_file": study.source,
+        "experiment": study.experiment,
+        "config_hash": unit.config_hash,
+        "unit": asdict(unit),
+        "optuna_trial": trial_number,
         "dataset": {**asdict(study.dataset(unit.dataset)), "fingerprint": plan.data_fingerprints[unit.dataset]},
-        "preset": study.preset, "train": train_cfg.to_dict(), "code_version": code_version(),
+        "preset": study.preset,
+        "train": train_cfg.to_dict(),
+        "code_version": code_version(),
         "model": {"class": type(model).__name__, **_model_params(model)},
-    }  # fmt: skip
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -545,10 +608,16 @@ def code_version() -> str:
 
     root = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()  # fmt: skip
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -564,8 +633,9 @@ def _outcome(plan: Plan, table) -> Outcome:
     outcome = Outcome(study=study.name, experiment=study.experiment, tracking_uri=plan.tracking_uri)
     if plan.options.tune_only:
         return outcome
-    done = results.finished(table, plan.config_hashes.values()).set_index(["variant", "dataset", "setting", "seed",
-                                                                            "config_hash"])  # fmt: skip
+    done = results.finished(table, plan.config_hashes.values()).set_index(
+        ["variant", "dataset", "setting", "seed", "config_hash"]
+    )
     failed_runs = table[(table["phase"] == "repeat") & (table["status"] == "FAILED")].sort_values("start_time")
     reasons = {}
     for r in failed_runs.itertuples():
@@ -593,8 +663,14 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def _overall_bar(plan: Plan, todo: int):
-    return tqdm(total=todo, desc=f"{plan.study.experiment}: runs", unit="run", position=0,
-                disable=not plan.options.progress, dynamic_ncols=True)  # fmt: skip
+    return tqdm(
+        total=todo,
+        desc=f"{plan.study.experiment}: runs",
+        unit="run",
+        position=0,
+        disable=not plan.options.progress,
+        dynamic_ncols=True,
+    )
 
 
 class _Poller:

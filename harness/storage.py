@@ -11,6 +11,7 @@ For several machines, point every worker at one PostgreSQL (``--storage
 postgresql://...``) and one ``mlflow server`` (``--tracking-uri http://...``).
 Passwords in URLs are never printed or logged: use :func:`redact`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -60,7 +61,10 @@ def open_optuna_storage(url: str | None, on_stale=None) -> optuna.storages.BaseS
     try:
         if scheme in RDB_SCHEMES:
             rdb_url = with_shipped_driver(url)
-            with _schema_lock(rdb_url), warnings.catch_warnings():  # the first to open a fresh database creates Optuna's tables
+            with (
+                _schema_lock(rdb_url),
+                warnings.catch_warnings(),
+            ):  # the first to open a fresh database creates Optuna's tables
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
                 return optuna.storages.RDBStorage(
                     rdb_url,

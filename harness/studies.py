@@ -5,6 +5,7 @@ overrides, an optional Optuna search space with a per-variant trial budget, opti
 one-at-a-time sweeps (for sensitivity studies), the seeds of the repeats and the epochs.
 Anything unknown or ill-typed is refused with the file, the field and the valid choices.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -148,7 +149,7 @@ class Study:
         preset: str | None = None,
         quick: bool = False,
         precision: str | None = None,
-    ) -> "Study":
+    ) -> Study:
         """This study with command-line options applied (each None leaves the file's value).
 
         ``quick`` first shrinks the study to a smoke test; options given explicitly then win over
@@ -185,7 +186,7 @@ class Study:
             changes["overrides"] = {**study.overrides, "precision": precision}  # part of the configuration
         return replace(study, **changes)
 
-    def as_quick(self) -> "Study":
+    def as_quick(self) -> Study:
         """Smoke-test form: tiny data where the loader has sizes, 1 epoch, at most 2 seeds, 2 trials
         and 2 values per sweep, tracked in the experiment ``<name>.quick``."""
         from harness import data as datasets
@@ -394,8 +395,16 @@ def _data_sources(raw: dict, base_dir: Path, fail) -> tuple[DataSource, ...]:
         if not entries:
             fail("datasets", "must list at least one data set")
     else:
-        entries = [("dataset", {"name": raw.get("dataset", "synthetic"), "data_path": raw.get("data_path"),
-                                "options": raw.get("dataset_options", {})})]  # fmt: skip
+        entries = [
+            (
+                "dataset",
+                {
+                    "name": raw.get("dataset", "synthetic"),
+                    "data_path": raw.get("data_path"),
+                    "options": raw.get("dataset_options", {}),
+                },
+            )
+        ]
     sources = []
     for where, entry in entries:
         if isinstance(entry, str):

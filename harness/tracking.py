@@ -10,18 +10,18 @@ per (variant, data set, setting) carries mean, std and n of every test metric ov
 finished seeds, tagged ``phase=summary`` so that it never counts as a result.
 Reading results back is ``harness.results``.
 """
+
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import tempfile
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
-
-import json
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,17 @@ from mlflow.tracking import MlflowClient
 from harness.storage import artifact_location, redact_text
 
 FINAL_METRICS = (
-    "acc", "hamming_loss", "micro_f1", "macro_f1", "micro_precision", "micro_recall",
-    "macro_precision", "macro_recall", "subset_acc", "example_f1",
-)  # fmt: skip
+    "acc",
+    "hamming_loss",
+    "micro_f1",
+    "macro_f1",
+    "micro_precision",
+    "micro_recall",
+    "macro_precision",
+    "macro_recall",
+    "subset_acc",
+    "example_f1",
+)
 LATENT_SAMPLES = 400  # test samples kept for the t-SNE plot (enough for a readable picture)
 
 
@@ -51,8 +59,9 @@ def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str, description: str = "",
-                      tags: dict | None = None) -> str:  # fmt: skip
+def ensure_experiment(
+    client: MlflowClient, tracking_uri: str, name: str, description: str = "", tags: dict | None = None
+) -> str:
     """The id of the experiment ``name``, created (with a local artifact folder) if missing; its
     description (shown on the experiment page) and tags are set from the study."""
     experiment = client.get_experiment_by_name(name)
@@ -68,12 +77,15 @@ def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str, descri
         experiment_id = experiment.experiment_id
     # "custom_model_development": MLflow 3's UI then opens the experiment on its runs table (model
     # training), not on its GenAI traces overview.
-    wanted = {"mlflow.experimentKind": "custom_model_development", **(tags or {}),
-              **({"mlflow.note.content": description} if description else {})}  # fmt: skip
+    wanted = {
+        "mlflow.experimentKind": "custom_model_development",
+        **(tags or {}),
+        **({"mlflow.note.content": description} if description else {}),
+    }
     current = experiment.tags if experiment is not None else {}
     for key, value in wanted.items():
         if current.get(key) != str(value):
-            _retrying_races(lambda: client.set_experiment_tag(experiment_id, key, str(value)))
+            _retrying_races(lambda key=key, value=value: client.set_experiment_tag(experiment_id, key, str(value)))
     return experiment_id
 
 
@@ -99,22 +111,26 @@ def shared_views(several_datasets: bool) -> dict[str, dict]:
         "searchFilter": "tags.phase = 'repeat' and attributes.status = 'FINISHED'",
         "orderByKey": _column("params", "variant"),
         "orderByAsc": True,
-        "selectedColumns": [_column("attributes", "Dataset")] + [_column("params", k) for k in unit]
+        "selectedColumns": [_column("attributes", "Dataset")]
+        + [_column("params", k) for k in unit]
         + [_column("metrics", m) for m in (*VIEW_METRICS, "best_epoch", "test_score_spread")]
         + [_column("tags", "degenerate")],
-        "groupBy": {"aggregateFunction": "average",
-                    "groupByKeys": [{"mode": "param", "groupByData": k} for k in unit[: 1 + several_datasets]]},
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "param", "groupByData": k} for k in unit[: 1 + several_datasets]],
+        },
         "runsHiddenMode": "SHOW_ALL",
-    }  # fmt: skip
+    }
     summaries = {
         "searchFilter": "tags.phase = 'summary'",
         "orderByKey": _column("params", "variant"),
         "orderByAsc": True,
-        "selectedColumns": [_column("params", k) for k in unit[:-1]] + [_column("metrics", "n_seeds")]
+        "selectedColumns": [_column("params", k) for k in unit[:-1]]
+        + [_column("metrics", "n_seeds")]
         + [_column("metrics", f"{m}_{s}") for m in VIEW_METRICS for s in ("mean", "std")],
         "groupBy": None,
         "runsHiddenMode": "SHOW_ALL",
-    }  # fmt: skip
+    }
     return {"results": results, "summaries": summaries}
 
 
@@ -176,8 +192,13 @@ class TrackedRun:
 
     def log_dataset(self, name: str, digest: str, source: str, profile: dict) -> None:
         """The data this run read, as an MLflow dataset input (the UI's Datasets column)."""
-        dataset = Dataset(name=name, digest=digest[:36], source_type="harness", source=json.dumps({"source": source}),
-                          profile=json.dumps(profile))  # fmt: skip
+        dataset = Dataset(
+            name=name,
+            digest=digest[:36],
+            source_type="harness",
+            source=json.dumps({"source": source}),
+            profile=json.dumps(profile),
+        )
         inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])]
         _retrying_races(lambda: self.client.log_inputs(self.run_id, inputs))
 
@@ -272,12 +293,18 @@ def write_summaries(client: MlflowClient, experiment_id: str, finished: pd.DataF
     if finished.empty:
         return 0
     existing = {
-        (r.data.tags.get("config_hash"), r.data.tags.get("variant"), r.data.tags.get("dataset"),
-         r.data.tags.get("setting")): r.info.run_id
+        (
+            r.data.tags.get("config_hash"),
+            r.data.tags.get("variant"),
+            r.data.tags.get("dataset"),
+            r.data.tags.get("setting"),
+        ): r.info.run_id
         for r in client.search_runs([experiment_id], "tags.phase = 'summary'", max_results=10_000)
-    }  # fmt: skip
+    }
     written = 0
-    for (config, variant, dataset, setting), group in finished.groupby(["config_hash", "variant", "dataset", "setting"]):
+    for (config, variant, dataset, setting), group in finished.groupby(
+        ["config_hash", "variant", "dataset", "setting"]
+    ):
         n = len(group)
         now = int(time.time() * 1000)
         values = {"n_seeds": n}
@@ -290,15 +317,24 @@ def write_summaries(client: MlflowClient, experiment_id: str, finished: pd.DataF
                 values[f"{metric}_std"] = column.std(ddof=1)
         run_id = existing.get((config, variant, dataset, setting))
         if run_id is None:
-            tags = {"phase": "summary", "variant": variant, "dataset": dataset, "setting": setting,
-                    "config_hash": config, "study": group["study"].iloc[0]}  # fmt: skip
+            tags = {
+                "phase": "summary",
+                "variant": variant,
+                "dataset": dataset,
+                "setting": setting,
+                "config_hash": config,
+                "study": group["study"].iloc[0],
+            }
             datasets = group["dataset"].nunique() > 1 or finished["dataset"].nunique() > 1
             name = f"{variant} / {dataset} / {setting} / mean" if datasets else f"{variant} / {setting} / mean"
             run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
             run_id = run.info.run_id
             client.log_batch(run_id, params=[Param(k, str(tags[k])) for k in ("variant", "dataset", "setting")])
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, n) for k, v in values.items()],
-                         tags=[RunTag("seeds", " ".join(str(int(s)) for s in sorted(group["seed"])))])  # fmt: skip
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, n) for k, v in values.items()],
+            tags=[RunTag("seeds", " ".join(str(int(s)) for s in sorted(group["seed"])))],
+        )
         client.set_terminated(run_id, "FINISHED")
         written += 1
     return written

@@ -14,6 +14,7 @@ schedule, every random number generator, the history and the kept epoch so far) 
 the file is there at the start, continues after its last epoch: on CPU the result is
 bit-identical to a run that was never interrupted.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,9 +22,9 @@ import hashlib
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,7 +32,14 @@ from tqdm.auto import tqdm
 
 from harness.config import TrainConfig
 from harness.data.dataset import MultimodalDataset, Split
-from harness.metrics import CONSTANT_SCORE_TOL, is_constant_predictor, multilabel_metrics, per_label_f1, score_spread, tune_thresholds
+from harness.metrics import (
+    CONSTANT_SCORE_TOL,
+    is_constant_predictor,
+    multilabel_metrics,
+    per_label_f1,
+    score_spread,
+    tune_thresholds,
+)
 from harness.optim import build_optimizer
 from harness.precision import autocast, resolve_precision
 from models.base import ClassicModel, NeuralModel
@@ -142,8 +150,16 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
             for row in state.history:
                 on_epoch(row["epoch"], row)
     started = time.perf_counter() - state.seconds
-    bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=progress_label, unit="ep", disable=not cfg.progress,
-               leave=False, position=progress_position, initial=state.epoch, total=cfg.epochs)  # fmt: skip
+    bar = tqdm(
+        range(state.epoch + 1, cfg.epochs + 1),
+        desc=progress_label,
+        unit="ep",
+        disable=not cfg.progress,
+        leave=False,
+        position=progress_position,
+        initial=state.epoch,
+        total=cfg.epochs,
+    )
     for epoch in bar:
         model.train()
         order = torch.randperm(train.n, generator=shuffler)
@@ -187,8 +203,9 @@ def _fit_neural(model: NeuralModel, data, cfg, on_epoch, checkpoint, progress_la
     test = data.splits["test"]
     test_scores = predict(model, test, device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
-    result = _result(state.history, state.best_epoch, val_metrics, test.labels, test_scores, thresholds, started,
-                     n_params)  # fmt: skip
+    result = _result(
+        state.history, state.best_epoch, val_metrics, test.labels, test_scores, thresholds, started, n_params
+    )
     result.latents = _latents(model, test, device)
     result.resumed_from_epoch = state.restored_epoch
     result.eval_seconds = state.eval_seconds + time.perf_counter() - evaluating
@@ -212,11 +229,14 @@ def _diagnose(result: TrainResult, model, data: MultimodalDataset, val_scores: n
         return result
     reasons = []
     if is_constant_predictor(result.test_scores):
-        reasons.append(f"constant predictor (no label's test scores vary across samples by more than "
-                       f"{CONSTANT_SCORE_TOL} std)")  # fmt: skip
+        reasons.append(
+            f"constant predictor (no label's test scores vary across samples by more than {CONSTANT_SCORE_TOL} std)"
+        )
     if result.val_metrics["micro_f1"] <= prior_f1:
-        reasons.append(f"no better than the label prior on validation (micro-F1 {result.val_metrics['micro_f1']:.3f} "
-                       f"<= {prior_f1:.3f})")  # fmt: skip
+        reasons.append(
+            f"no better than the label prior on validation (micro-F1 {result.val_metrics['micro_f1']:.3f} "
+            f"<= {prior_f1:.3f})"
+        )
     result.degenerate = "; ".join(reasons) or None
     return result
 
@@ -280,17 +300,25 @@ def _restore(path: Path, identity: str, model, optimiser, schedule, shuffler) ->
     if payload.get("identity") != identity:
         stale = path.with_name(path.name + ".stale")
         os.replace(path, stale)
-        tqdm.write(f"note: checkpoint {path} was written by another configuration (model, data, settings or "
-                   f"code version); not resumed, moved to {stale.name}; this run starts at epoch 1")  # fmt: skip
+        tqdm.write(
+            f"note: checkpoint {path} was written by another configuration (model, data, settings or "
+            f"code version); not resumed, moved to {stale.name}; this run starts at epoch 1"
+        )
         return _Progress()
     model.load_state_dict(payload["model"])
     optimiser.load_state_dict(payload["optimiser"])
     schedule.load_state_dict(payload["schedule"])
     _set_rng_state(payload["rng"], shuffler)
-    return _Progress(epoch=payload["epoch"], history=payload["history"], best_f1=payload["best_f1"],
-                     best_epoch=payload["best_epoch"], best_weights=payload["best_weights"],
-                     seconds=payload["seconds"], eval_seconds=payload["eval_seconds"],
-                     restored_epoch=payload["epoch"])  # fmt: skip
+    return _Progress(
+        epoch=payload["epoch"],
+        history=payload["history"],
+        best_f1=payload["best_f1"],
+        best_epoch=payload["best_epoch"],
+        best_weights=payload["best_weights"],
+        seconds=payload["seconds"],
+        eval_seconds=payload["eval_seconds"],
+        restored_epoch=payload["epoch"],
+    )
 
 
 def _rng_state(shuffler: torch.Generator) -> dict:

@@ -19,14 +19,15 @@ that calls an Optuna storage's methods directly:
   host, pid and process start time; a RUNNING trial whose worker on this host no longer
   exists is failed immediately (the start time tells a recycled pid from the worker).
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -62,7 +63,7 @@ class WorkQueue:
         self.study.enqueue_trial({}, user_attrs=unit)
 
     # -- working it -------------------------------------------------------------------------
-    def claim(self, wanted: Callable[[dict], bool] | None = None) -> "Claim | None":
+    def claim(self, wanted: Callable[[dict], bool] | None = None) -> Claim | None:
         """Atomically take one WAITING unit (that ``wanted`` accepts) for this process, or None."""
         for frozen in self.trials((TrialState.WAITING,)):
             if wanted is not None and not wanted(frozen.user_attrs):
@@ -74,8 +75,11 @@ class WorkQueue:
             except UpdateFinishedTrialError:
                 continue
             claim = Claim(self, trial_id, frozen.number, dict(frozen.user_attrs))
-            for key, value in {"worker_host": HOST, "worker_pid": os.getpid(),
-                               "worker_started": _process_started(os.getpid())}.items():  # fmt: skip
+            for key, value in {
+                "worker_host": HOST,
+                "worker_pid": os.getpid(),
+                "worker_started": _process_started(os.getpid()),
+            }.items():
                 claim.set_attr(key, value)
             return claim
         return None
@@ -139,7 +143,7 @@ class Claim:
     def prune(self) -> None:
         self.queue.study.tell(self.number, state=TrialState.PRUNED, skip_if_finished=True)
 
-    def alive(self) -> "_Heartbeat":
+    def alive(self) -> _Heartbeat:
         """Context manager stamping the trial's heartbeat while the unit trains (RDB storages)."""
         return _Heartbeat(self.queue.storage, self._trial_id)
 
@@ -199,8 +203,14 @@ class _Heartbeat:
 def _create_or_load(storage, name: str, sampler, pruner) -> optuna.Study:
     for _ in range(3):  # another process may create it between our check and our create
         try:
-            return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                                       pruner=pruner, load_if_exists=True)  # fmt: skip
+            return optuna.create_study(
+                study_name=name,
+                storage=storage,
+                direction="maximize",
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
         except optuna.exceptions.DuplicatedStudyError:
             continue
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -242,9 +252,14 @@ class QueueState:
     failed: int
 
     @classmethod
-    def of(cls, queue: WorkQueue) -> "QueueState":
+    def of(cls, queue: WorkQueue) -> QueueState:
         counts = {state: 0 for state in TrialState}
         for t in queue.trials():
             counts[t.state] += 1
-        return cls(counts[TrialState.WAITING], counts[TrialState.RUNNING], counts[TrialState.COMPLETE],
-                   counts[TrialState.PRUNED], counts[TrialState.FAIL])  # fmt: skip
+        return cls(
+            counts[TrialState.WAITING],
+            counts[TrialState.RUNNING],
+            counts[TrialState.COMPLETE],
+            counts[TrialState.PRUNED],
+            counts[TrialState.FAIL],
+        )

@@ -9,6 +9,7 @@ Both take the same plain inputs: ``inputs`` maps modality name -> (B, T, D) floa
 features, ``masks`` maps modality name -> (B, T) bool (True = real step), labels are
 (B, C) 0/1 floats, scores are (B, C) in [0, 1].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -56,7 +57,7 @@ class ClassicModel:
 
     config: object
 
-    def fit(self, inputs: dict[str, np.ndarray], masks: dict[str, np.ndarray], labels: np.ndarray) -> "ClassicModel":
+    def fit(self, inputs: dict[str, np.ndarray], masks: dict[str, np.ndarray], labels: np.ndarray) -> ClassicModel:
         raise NotImplementedError
 
     def predict_scores(self, inputs: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> np.ndarray:
@@ -68,9 +69,7 @@ def build_config(config_cls, preset_values: dict, overrides: dict, model_name: s
     valid = {f.name for f in fields(config_cls)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
-        raise ValueError(
-            f"model {model_name!r}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(valid))}"
-        )
+        raise ValueError(f"model {model_name!r}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
     return config_cls(**{**preset_values, **overrides})
 
 

@@ -43,11 +43,11 @@ while the loss terms, the SupCon loss, the prototype padding and update, and the
 pushed to the queue are computed in float32 (``float32_region``), so that the
 buffers that live across steps never hold bf16 values. In float32 these casts are no-ops.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -74,12 +74,12 @@ class CARATConfig:
     latent_size: int = 64  # dz
     # Encoder depth per modality: a tuple in modality order whose last entry repeats for
     # further modalities ((6, 4) = first modality 6, every other 4), or a dict by name.
-    depths: Union[tuple, dict] = (6, 4)
+    depths: tuple | dict = (6, 4)
     heads: int = 8
     dropout: float = 0.3
     # T' of the CTC aligner on unaligned data; None = the first modality's T. The paper preset
     # uses the reference's 500 (its --unaligned_mask_same_length option gives 50).
-    aligned_length: Optional[int] = None
+    aligned_length: int | None = None
     fusion: str = "linear"  # F_m: "linear" (reference) or "mlp" (2 layers, as the paper describes)
     prototype_momentum: float = 0.99
     temperature: float = 0.07
@@ -88,7 +88,7 @@ class CARATConfig:
     # in blocks). "fast": only the batch's vectors are anchors, the queue is only contrast
     # set (the usual SupCon/MoCo form); about two thirds of the SupCon work at the paper size.
     contrastive_mode: str = "reference"
-    queue_anchors: Optional[bool] = None  # None = as contrastive_mode says (reference: True, fast: False)
+    queue_anchors: bool | None = None  # None = as contrastive_mode says (reference: True, fast: False)
     random_queue_init: bool = True  # reference quirk: queue starts as random vectors with non-integer classes
     supcon_chunk_size: int = 1024  # SupCon works on chunk x chunk blocks: its memory is independent of the queue
     # Recompute each encoder layer's activations in backward instead of keeping them:
@@ -96,7 +96,7 @@ class CARATConfig:
     # for one more encoder forward (about +35% step time on a CPU). "fp32": only when the
     # encoders run in float32, not under bf16 autocast (harness.precision), where the
     # activations kept are smaller and the recomputation a larger share of the step.
-    checkpoint_layers: Union[bool, str] = False
+    checkpoint_layers: bool | str = False
     # Ablation switches (CARAT.md section 7).
     contrastive: bool = True
     sample_shuffle: bool = True
@@ -138,8 +138,11 @@ class CARATConfig:
             problems.append(f"checkpoint_layers must be one of {CHECKPOINTING}, got {self.checkpoint_layers!r}")
         if self.contrastive_mode == "fast" and self.queue_anchors:
             problems.append("contrastive_mode 'fast' means batch anchors only; it contradicts queue_anchors=True")
-        problems += [f"{f.name} must be >= 0, got {getattr(self, f.name)}" for f in fields(self)
-                     if f.name.startswith("gamma_") and getattr(self, f.name) < 0]
+        problems += [
+            f"{f.name} must be >= 0, got {getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name.startswith("gamma_") and getattr(self, f.name) < 0
+        ]
         depths = self.depths
         if isinstance(depths, int) or not isinstance(depths, (tuple, list, dict)) or not depths:
             problems.append(f"depths must be a non-empty tuple or dict, got {depths!r}")
@@ -149,7 +152,7 @@ class CARATConfig:
             raise ValueError("CARATConfig: " + "; ".join(problems))
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "CARATConfig":
+    def preset(cls, name: str, **overrides) -> CARATConfig:
         return build_config(cls, preset_values(CARAT_PRESETS, name, "carat"), overrides, "carat")
 
     @property
@@ -175,7 +178,13 @@ CARAT_PRESETS: dict[str, dict] = {
     # (checkpoint_layers="fp32", no recomputation under bf16 autocast, measured 1.49 GB peak RSS by
     # the second bf16 step at batch 64 on a CPU that emulates bf16: over the 1.3 GB budget.)
     "paper": dict(
-        hidden_size=256, latent_size=64, depths=(6, 4), heads=8, dropout=0.3, queue_size=8192, aligned_length=500,
+        hidden_size=256,
+        latent_size=64,
+        depths=(6, 4),
+        heads=8,
+        dropout=0.3,
+        queue_size=8192,
+        aligned_length=500,
         checkpoint_layers=True,
     ),
     # Same architecture scaled down, so a whole run on small synthetic data takes seconds on a CPU.
@@ -210,12 +219,16 @@ def ema_prototypes(
     count = matches.sum(1)  # (2, C)
     rank = matches.cumsum(1)  # 1-based position among the matching samples
     weights = (1.0 - momentum) * momentum ** (count.unsqueeze(1) - rank) * matches  # (2, B, C)
-    decay = (momentum ** count)[:, None, :, None]  # (2, 1, C, 1)
+    decay = (momentum**count)[:, None, :, None]  # (2, 1, C, 1)
     return decay * prototypes + torch.einsum("pbc,bmcd->pmcd", weights, latents)
 
 
 def shuffle_indices(
-    batch: int, n_modalities: int, n_labels: int, sample_shuffle: bool = True, modality_shuffle: bool = True,
+    batch: int,
+    n_modalities: int,
+    n_labels: int,
+    sample_shuffle: bool = True,
+    modality_shuffle: bool = True,
     device=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sources of the shuffled virtual entries (CARAT.md 3.13), each (B, M, C).
@@ -287,8 +300,8 @@ class CARAT(NeuralModel):
         encoded_lengths = lengths if spec.aligned else [lengths[0]] + [self.aligned_length] * (n_mod - 1)
 
         self.input_norms = nn.ModuleList(nn.LayerNorm(dim, eps=LAYER_NORM_EPS) for dim in dims)
-        self.aligners = None if spec.aligned else nn.ModuleList(
-            CTCAligner(dim, self.aligned_length) for dim in dims[1:]
+        self.aligners = (
+            None if spec.aligned else nn.ModuleList(CTCAligner(dim, self.aligned_length) for dim in dims[1:])
         )
         self.encoders = nn.ModuleList(
             SequenceEncoder(dim, length, d, depth, config.heads, config.dropout, config.checkpoint_layers)
@@ -432,8 +445,13 @@ class CARAT(NeuralModel):
     def _supcon(self, vectors: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         queue_vectors, queue_classes = self.queue.contents()
         return supcon_chunked(
-            vectors, classes, queue_vectors, queue_classes, self.config.uses_queue_anchors,
-            self.config.temperature, self.config.supcon_chunk_size,
+            vectors,
+            classes,
+            queue_vectors,
+            queue_classes,
+            self.config.uses_queue_anchors,
+            self.config.temperature,
+            self.config.supcon_chunk_size,
         )
 
     @torch.no_grad()

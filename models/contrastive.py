@@ -17,6 +17,7 @@ these out, which only matters when a normaliser is itself below about 1e-10.
 Under bf16 autocast (``harness.precision``) the chunked loss still runs in float32 on any
 device: its exponentials of similarities / 0.07 need float32's range and accuracy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -70,9 +71,7 @@ def supcon_chunked(
     batch, queue = at_least_float32(batch), at_least_float32(queue.detach())  # see the module docstring
     classes = torch.cat([batch_classes, queue_classes]).to(batch.dtype)
     with float32_region(batch.device):
-        return _ChunkedSupCon.apply(
-            batch, queue, classes, bool(queue_anchors), float(temperature), int(chunk_size)
-        )
+        return _ChunkedSupCon.apply(batch, queue, classes, bool(queue_anchors), float(temperature), int(chunk_size))
 
 
 class _ChunkedSupCon(torch.autograd.Function):
@@ -165,13 +164,16 @@ class _Blocks:
         candidates = (features.dtype, torch.float64)  # the input's own precision unless it would underflow
         self.dtype = next((t for t in candidates if 2 * self.shift <= _SHIFT_RANGE.get(t, 0.0)), None)
         if self.dtype is None:
-            raise ValueError(f"temperature {temperature} is too small for vectors of norm {self.shift ** 0.5:.3g}")
+            raise ValueError(f"temperature {temperature} is too small for vectors of norm {self.shift**0.5:.3g}")
         self.features = features.to(self.dtype)
         self.scaled = self.features / temperature
         n_all = features.shape[0]
         # Chunks never straddle the batch/queue boundary, so a chunk is wholly batch or wholly queue.
-        self.chunks = [(s, min(s + chunk_size, hi)) for lo, hi in ((0, n_batch), (n_batch, n_all))
-                       for s in range(lo, hi, chunk_size)]
+        self.chunks = [
+            (s, min(s + chunk_size, hi))
+            for lo, hi in ((0, n_batch), (n_batch, n_all))
+            for s in range(lo, hi, chunk_size)
+        ]
 
     def pairs(self, row_limit: int):
         """Chunk pairs (row, column) on or above the diagonal whose row chunk starts below row_limit."""

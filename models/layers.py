@@ -4,6 +4,7 @@ Initialisation follows the reference: the BERT-style encoders draw Linear/Embedd
 weights from N(0, 0.02) with zero biases; label attention, the MLPs and the fusion
 maps use Xavier-uniform weights (biases keep torch's default).
 """
+
 from __future__ import annotations
 
 import math
@@ -140,9 +141,15 @@ class SequenceEncoder(nn.Module):
     """BERT-style encoder of one modality: Linear D -> d plus learned positions, LayerNorm, dropout, layers."""
 
     def __init__(
-        self, in_dim: int, max_len: int, d: int, depth: int, heads: int, dropout: float,
+        self,
+        in_dim: int,
+        max_len: int,
+        d: int,
+        depth: int,
+        heads: int,
+        dropout: float,
         checkpoint: bool | str = False,
-    ):  # fmt: skip
+    ):
         super().__init__()
         self.checkpoint = checkpoint
         self.project = nn.Linear(in_dim, d)
@@ -185,9 +192,7 @@ def checkpointed(fn, *args, preserve_rng_state: bool = True):
     if not torch.is_grad_enabled():
         return fn(*args)
     reentrant = any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
-    return torch.utils.checkpoint.checkpoint(
-        fn, *args, use_reentrant=reentrant, preserve_rng_state=preserve_rng_state
-    )
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=reentrant, preserve_rng_state=preserve_rng_state)
 
 
 def _bert_init(module: nn.Module) -> None:

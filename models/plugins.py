@@ -15,6 +15,7 @@ already registered (a built-in such as ``carat``, or another plugin's), or, from
 ``check_contract``, the model it builds does not behave as the trainer needs. A plugin that
 fails half-way leaves none of its names registered.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -123,8 +124,10 @@ def _load_module(entry: str) -> list[str]:
 def _import_failure(source: str, exc: BaseException, path: Path | None) -> str:
     """One line: the plugin, what failed, and where (file and line) when known."""
     if isinstance(exc, DuplicateNameError):
-        return (f"plugin {source}: model name {exc.name!r} is already registered by {exc.existing}; "
-                "give the builder another name (@register(name=...))")  # fmt: skip
+        return (
+            f"plugin {source}: model name {exc.name!r} is already registered by {exc.existing}; "
+            "give the builder another name (@register(name=...))"
+        )
     if isinstance(exc, SyntaxError):
         own = path is not None and exc.filename == str(path)
         where = f"line {exc.lineno}" if own else f"{exc.filename}, line {exc.lineno}"
@@ -252,8 +255,10 @@ def _check_scores(scores, n: int, c: int, what: str, fail) -> None:
     if not torch.isfinite(scores).all():
         fail(f"{what} returned non-finite scores{BATCH_HINT}")
     if scores.min() < 0 or scores.max() > 1:
-        fail(f"{what} must return scores in [0, 1] (probabilities: apply a sigmoid to logits), got values in "
-             f"[{float(scores.min()):.3g}, {float(scores.max()):.3g}]")  # fmt: skip
+        fail(
+            f"{what} must return scores in [0, 1] (probabilities: apply a sigmoid to logits), got values in "
+            f"[{float(scores.min()):.3g}, {float(scores.max()):.3g}]"
+        )
 
 
 def _call(fail, what: str, fn, *args):

@@ -9,6 +9,7 @@ functions ``register``, ``create``, ``list``, ``describe`` and ``source`` are it
 Every entry remembers where it came from (the builder's module, or the plugin file being
 loaded), so a clash names both sides and a plugin's own names can be listed.
 """
+
 from __future__ import annotations
 
 import builtins

@@ -9,6 +9,7 @@ PNG figures. A study with several data sets gets those files per data set, in
 ``<out_dir>/<study>/<data set>/``, and in ``<out_dir>/<study>/`` the cross-data-set verdict:
 ranks.md, ranks.csv, ranks_pairwise.csv and the critical-difference diagrams (reports/ranks.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,9 @@ def generate(
     unknown = [name for name in names if name not in known]
     if strict and unknown:
         there = f"studies there: {', '.join(known)}" if known else "it holds no studies yet (run one: invoke ablate)"
-        raise UnknownStudyError(f"no study {', '.join(map(repr, unknown))} in the MLflow store "
-                                f"{redact(tracking_uri)}; {there}")  # fmt: skip
+        raise UnknownStudyError(
+            f"no study {', '.join(map(repr, unknown))} in the MLflow store {redact(tracking_uri)}; {there}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, summary = [], {}
@@ -141,8 +143,14 @@ def _report_study(client, study: collect.StudyRuns, storage, out_dir: Path, ui) 
         status = "no finished runs"
     else:
         status = "partial" if missing else "complete"
-    section = Section(study.name, status, n_runs=len(study.runs), n_finished=len(finished), quick=study.quick,
-                      description=study.description)  # fmt: skip
+    section = Section(
+        study.name,
+        status,
+        n_runs=len(study.runs),
+        n_finished=len(finished),
+        quick=study.quick,
+        description=study.description,
+    )
     section.warnings = _warnings(study)
     section.expected_seeds = f"{', '.join(map(str, study.expected_seeds)) or 'none'} ({study.seeds_source})"
     several = len(study.config_hashes) > 1
@@ -156,8 +164,10 @@ def _report_study(client, study: collect.StudyRuns, storage, out_dir: Path, ui) 
         return section, []
 
     if several:
-        section.meta.append(f"{len(study.config_hashes)} data sets: {', '.join(study.config_hashes)}. Each has its "
-                            "own configuration, results, tests and figures below, then the verdict across them.")
+        section.meta.append(
+            f"{len(study.config_hashes)} data sets: {', '.join(study.config_hashes)}. Each has its "
+            "own configuration, results, tests and figures below, then the verdict across them."
+        )
     section.variants_html = tables.html(_variants_table(list(dict.fromkeys(finished["variant"]))), "variants")
     paths = []
     for dataset in study.config_hashes:
@@ -172,8 +182,9 @@ def _report_study(client, study: collect.StudyRuns, storage, out_dir: Path, ui) 
     return section, paths
 
 
-def _report_dataset(client, study, dataset: str, storage, folder: Path, out_dir: Path,
-                    several: bool) -> tuple[Part, list[Path]]:  # fmt: skip
+def _report_dataset(
+    client, study, dataset: str, storage, folder: Path, out_dir: Path, several: bool
+) -> tuple[Part, list[Path]]:
     part = Part(dataset, heading=f"Data set: {dataset}" if several else None)
     runs = study.finished[study.finished["dataset"] == dataset]
     current = study.current[study.current["dataset"] == dataset]
@@ -290,14 +301,27 @@ def _configuration_table(runs: pd.DataFrame, current: pd.DataFrame, config_hash:
     ]
     rows = [[Cell(title), Cell(_per_variant(source, read))] for title, read in fields]
     counts = current.groupby(["phase", "status"]).size()
-    rows.append([Cell("Runs of this configuration"),
-                 Cell("; ".join(f"{phase} {status}: {n}" for (phase, status), n in counts.items()) or "none")])
+    rows.append(
+        [
+            Cell("Runs of this configuration"),
+            Cell("; ".join(f"{phase} {status}: {n}" for (phase, status), n in counts.items()) or "none"),
+        ]
+    )
     if len(runs):
-        rows.append([Cell("Reported"), Cell(f"{len(runs)} finished repeat runs, seeds "
-                                            f"{' '.join(map(str, sorted(set(int(s) for s in runs['seed']))))}")])
-    notes = ["Read from the reported runs' MLflow params, tags and dataset input"
-             + (" (default setting)" if (runs["setting"] != DEFAULT_SETTING).any() else "")
-             + "; a field that differs between variants is given per variant."]
+        rows.append(
+            [
+                Cell("Reported"),
+                Cell(
+                    f"{len(runs)} finished repeat runs, seeds "
+                    f"{' '.join(map(str, sorted(set(int(s) for s in runs['seed']))))}"
+                ),
+            ]
+        )
+    notes = [
+        "Read from the reported runs' MLflow params, tags and dataset input"
+        + (" (default setting)" if (runs["setting"] != DEFAULT_SETTING).any() else "")
+        + "; a field that differs between variants is given per variant."
+    ]
     swept = [s for s in dict.fromkeys(runs["setting"]) if s != DEFAULT_SETTING]
     if swept:
         notes.append(f"Swept settings change one field each: {', '.join(swept)}.")
@@ -330,8 +354,11 @@ def _data_path(run) -> str:
 
 
 def _data_options(run) -> str:
-    options = {str(k).removeprefix("params.data.options."): v for k, v in run.items()
-               if str(k).startswith("params.data.options.") and isinstance(v, str)}  # fmt: skip
+    options = {
+        str(k).removeprefix("params.data.options."): v
+        for k, v in run.items()
+        if str(k).startswith("params.data.options.") and isinstance(v, str)
+    }
     return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "none"
 
 
@@ -380,8 +407,9 @@ def _tables(heading: str, runs: pd.DataFrame, dataset: str, folder: Path, part: 
         kind = "Ablations" if all(v in CARAT_VARIANTS for v in others) else "Variants"
         part.significance_title = f"{kind} against full CARAT (paired over seeds)"
         result.to_csv(folder / "significance.csv", index=False)
-        (folder / "significance.md").write_text(f"# {heading}: {kind.lower()} against {REFERENCE_VARIANT}\n\n"
-                                                + tables.markdown(sig_table))  # fmt: skip
+        (folder / "significance.md").write_text(
+            f"# {heading}: {kind.lower()} against {REFERENCE_VARIANT}\n\n" + tables.markdown(sig_table)
+        )
         written += [folder / "significance.csv", folder / "significance.md"]
         part.significance_html = _significance_html(result)
     return written
@@ -394,9 +422,11 @@ def _significance_html(result: pd.DataFrame) -> str:
     if headline.empty or result["metric"].nunique() == 1:
         return tables.html(significance.table(result, REFERENCE_VARIANT), css_class="significance")
     every = tables.html(significance.table(result, REFERENCE_VARIANT, notes=False), css_class="significance")
-    return (f"<p class='note'>{ranks.title(HEADLINE_METRIC)} shown; every metric below.</p>"
-            + tables.html(significance.table(headline, REFERENCE_VARIANT), css_class="significance")
-            + f"<details><summary>Every metric ({len(result)} comparisons)</summary>{every}</details>")
+    return (
+        f"<p class='note'>{ranks.title(HEADLINE_METRIC)} shown; every metric below.</p>"
+        + tables.html(significance.table(headline, REFERENCE_VARIANT), css_class="significance")
+        + f"<details><summary>Every metric ({len(result)} comparisons)</summary>{every}</details>"
+    )
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -413,11 +443,17 @@ def _figures(client, study, runs: pd.DataFrame, storage, folder: Path, out_dir: 
     candidates = [
         ("Test metrics per variant", plots.metric_bars(runs, folder / "metrics.png"), "Default setting."),
         ("Per-label F1", plots.label_heatmap(runs, labels, folder / "per_label_f1.png"), "Mean over seeds."),
-        ("Training curves", plots.training_curves(history, folder / "training_curves.png"),
-         "From each run's per-epoch history (history.csv)."),
-        ("Sensitivity", plots.sensitivity(runs, _defaults(runs), folder / "sensitivity.png"),
-         "Star: the default setting's value and result."),
-    ]  # fmt: skip
+        (
+            "Training curves",
+            plots.training_curves(history, folder / "training_curves.png"),
+            "From each run's per-epoch history (history.csv).",
+        ),
+        (
+            "Sensitivity",
+            plots.sensitivity(runs, _defaults(runs), folder / "sensitivity.png"),
+            "Star: the default setting's value and result.",
+        ),
+    ]
     dataset = runs["dataset"].iloc[0]
     candidates += _optuna_figures(study, dataset, storage, folder, part)
     candidates += [_tsne_figure(client, runs, folder, part)]
@@ -441,8 +477,9 @@ def _defaults(finished: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def _optuna_figures(study: collect.StudyRuns, dataset: str, storage: str | None, folder: Path,
-                    part: Part) -> list[tuple]:  # fmt: skip
+def _optuna_figures(
+    study: collect.StudyRuns, dataset: str, storage: str | None, folder: Path, part: Part
+) -> list[tuple]:
     tuning = study.tuning[study.tuning["dataset"] == dataset]
     if tuning.empty:
         return []
@@ -477,8 +514,7 @@ def _optuna_figures(study: collect.StudyRuns, dataset: str, storage: str | None,
                 f"Parameter importances for {variant} need at least 2 complete tuning trials; it has {len(complete)}."
             )
         title = f"Tuning {variant}: {len(complete)} complete trials, {pruned} pruned"
-        path = plots.optuna_summary(trials, importances, title,
-                                    folder / f"tuning_{_safe(variant)}.png")  # fmt: skip
+        path = plots.optuna_summary(trials, importances, title, folder / f"tuning_{_safe(variant)}.png")
         out.append((f"Tuning: {variant}", path, f"Optuna study {name}."))
     return out
 
@@ -491,8 +527,9 @@ def _tsne_figure(client, runs: pd.DataFrame, folder: Path, part: Part) -> tuple:
     if default.empty:
         return none
     by_variant = {v: g.sort_values("seed") for v, g in default.groupby("variant", sort=False)}
-    with_latents = [v for v, g in by_variant.items()
-                    if collect.has_artifact(client, g["run_id"].iloc[0], "latents.npz")]  # fmt: skip
+    with_latents = [
+        v for v, g in by_variant.items() if collect.has_artifact(client, g["run_id"].iloc[0], "latents.npz")
+    ]
     if not with_latents:
         if REFERENCE_VARIANT in by_variant:
             part.figure_notes.append(f"No latents.npz in the runs of {REFERENCE_VARIANT}: no t-SNE of the latents.")
@@ -512,8 +549,11 @@ def _tsne_figure(client, runs: pd.DataFrame, folder: Path, part: Part) -> tuple:
     title = "t-SNE of the label-specific latents (test)" + (f", seed {seed}" if seed is not None else "")
     path = plots.latent_tsne(panels, title, folder / "latents_tsne.png")
     without = [v for v in by_variant if v not in with_latents]
-    caption = (f"Seed {seed}, the lowest seed every variant with latents finished." if seed is not None else
-               "These variants share no finished seed: each at its lowest seed.")  # fmt: skip
+    caption = (
+        f"Seed {seed}, the lowest seed every variant with latents finished."
+        if seed is not None
+        else "These variants share no finished seed: each at its lowest seed."
+    )
     caption += f" Same subset size, perplexity and random_state 0 in every panel. Runs: {'; '.join(used)}."
     if without:
         caption += f" No latents kept by: {', '.join(without)}."
@@ -542,14 +582,23 @@ def _ranks(study: collect.StudyRuns, finished: pd.DataFrame, folder: Path, out_d
     part.notes += shared
     for r in results:
         part.notes += [f"{ranks.title(r.metric)}: {n}" for n in r.notes if n not in shared]
-    part.tables = [("Average rank per metric (1 = best)", tables.html(ranks.average_rank_table(results))),
-                   ("Friedman / Iman-Davenport and the Nemenyi critical difference (CD)",
-                    tables.html(ranks.omnibus_table(results)))]  # fmt: skip
-    captions = {"critical_difference.png": ("Critical-difference diagram (Nemenyi)",
-                                            "Bars join variants whose average ranks differ by less than CD."),
-                "critical_difference_wilcoxon.png": ("Critical-difference diagram (Wilcoxon-Holm)",
-                                                     "Bars join variants the pairwise Wilcoxon-Holm test cannot "
-                                                     "separate (Benavoli et al. 2016).")}  # fmt: skip
+    part.tables = [
+        ("Average rank per metric (1 = best)", tables.html(ranks.average_rank_table(results))),
+        (
+            "Friedman / Iman-Davenport and the Nemenyi critical difference (CD)",
+            tables.html(ranks.omnibus_table(results)),
+        ),
+    ]
+    captions = {
+        "critical_difference.png": (
+            "Critical-difference diagram (Nemenyi)",
+            "Bars join variants whose average ranks differ by less than CD.",
+        ),
+        "critical_difference_wilcoxon.png": (
+            "Critical-difference diagram (Wilcoxon-Holm)",
+            "Bars join variants the pairwise Wilcoxon-Holm test cannot separate (Benavoli et al. 2016).",
+        ),
+    }
     for path in written:
         if path.name in captions:
             title, caption = captions[path.name]

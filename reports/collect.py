@@ -2,6 +2,7 @@
 
 Artifacts (per-epoch history, label order, latents) are fetched only where a plot needs them.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,9 +48,15 @@ class StudyRuns:
         done = results.finished(self.runs, self.config_hashes.values())
         order = {v: i for i, v in enumerate(self.expected_variants)}
         datasets = {d: i for i, d in enumerate(self.config_hashes)}
-        return done.assign(_d=done["dataset"].map(datasets), _v=done["variant"].map(order),
-                           _s=done["setting"].map(setting_sort_key)).sort_values(
-            ["_d", "_v", "_s", "seed"]).drop(columns=["_d", "_v", "_s"])  # fmt: skip
+        return (
+            done.assign(
+                _d=done["dataset"].map(datasets),
+                _v=done["variant"].map(order),
+                _s=done["setting"].map(setting_sort_key),
+            )
+            .sort_values(["_d", "_v", "_s", "seed"])
+            .drop(columns=["_d", "_v", "_s"])
+        )
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -86,10 +93,15 @@ def load_study(client: MlflowClient, name: str) -> StudyRuns:
     latest = table.sort_values("start_time").drop_duplicates("dataset", keep="last")
     config_hashes = dict(zip(latest["dataset"], latest["config_hash"])) if len(table) else {}
     tags = experiment.tags if experiment is not None else {}
-    study = StudyRuns(name, table, config_hashes, exists=experiment is not None,
-                      quick=tags.get("quick") == "true" or name.endswith(QUICK_SUFFIX),
-                      description=tags.get("mlflow.note.content", ""),
-                      experiment_id=experiment.experiment_id if experiment is not None else None)  # fmt: skip
+    study = StudyRuns(
+        name,
+        table,
+        config_hashes,
+        exists=experiment is not None,
+        quick=tags.get("quick") == "true" or name.endswith(QUICK_SUFFIX),
+        description=tags.get("mlflow.note.content", ""),
+        experiment_id=experiment.experiment_id if experiment is not None else None,
+    )
     _set_expectations(study, tags)
     return study
 

@@ -5,6 +5,7 @@ A reviewer reads it alone, so each section says first what could make its number
 per data set), then the results, tests and figures, and last where every number comes from
 (run ids, linked to the MLflow UI when its address is known).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -125,8 +126,11 @@ def page(sections: list[Section], tracking: str, ui_url: str | None = None) -> s
     toc = "".join(f'<li><a href="#{s.anchor}">{escape(s.name)}</a>{_badges(s)}</li>' for s in sections)
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = "".join(_section(s) for s in sections) or "<p>No experiments found in this MLflow store.</p>"
-    links = (f" Run ids link to the MLflow UI at <code>{escape(ui_url)}</code>." if ui_url else
-             " Run ids are MLflow run ids (pass --ui-url to link them to an MLflow UI).")  # fmt: skip
+    links = (
+        f" Run ids link to the MLflow UI at <code>{escape(ui_url)}</code>."
+        if ui_url
+        else " Run ids are MLflow run ids (pass --ui-url to link them to an MLflow UI)."
+    )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Study report</title><style>{CSS}</style></head>"
         f"<body><h1>Study report</h1><p class='note'>Generated {stamp} from MLflow store "
@@ -150,12 +154,16 @@ def _badges(s: Section) -> str:
 def _section(s: Section) -> str:
     parts = [f'<section class="study" id="{s.anchor}"><h2>{escape(s.name)}{_badges(s)}</h2>']
     if s.quick:
-        parts.append("<div class='banner smoke'>SMOKE TEST: these runs come from --quick (tiny data, 1 epoch by "
-                     "default, 2 seeds). They check that the study runs end to end; they are not results.</div>")
+        parts.append(
+            "<div class='banner smoke'>SMOKE TEST: these runs come from --quick (tiny data, 1 epoch by "
+            "default, 2 seeds). They check that the study runs end to end; they are not results.</div>"
+        )
     if s.status == "partial":
-        parts.append(f"<div class='banner partial'>PARTIAL: {s.n_missing} expected run(s) have not finished (see "
-                     f"<a href='#{s.anchor}-missing'>Missing runs</a>). The numbers below are not the study's final "
-                     "results.</div>")  # fmt: skip
+        parts.append(
+            f"<div class='banner partial'>PARTIAL: {s.n_missing} expected run(s) have not finished (see "
+            f"<a href='#{s.anchor}-missing'>Missing runs</a>). The numbers below are not the study's final "
+            "results.</div>"
+        )
     elif s.status not in ("complete",):
         parts.append(f"<p><b>{escape(s.status.capitalize())}.</b></p>")
     if s.description:
@@ -188,9 +196,11 @@ def _part(p: Part, study_anchor: str, level: int) -> str:
     out += [f"<p class='warn'>{escape(w)}</p>" for w in p.warnings]
     if p.flagged:
         items = "".join(f"<li>{escape(f)}</li>" for f in p.flagged)
-        out.append(f"<div class='banner flagged'><b>⚠ {p.n_flagged} run(s) flagged as no finding</b> (the "
-                   f"runner's degenerate tag; they stay in the means, marked in the results table and the runs "
-                   f"table):<ul>{items}</ul></div>")  # fmt: skip
+        out.append(
+            f"<div class='banner flagged'><b>⚠ {p.n_flagged} run(s) flagged as no finding</b> (the "
+            f"runner's degenerate tag; they stay in the means, marked in the results table and the runs "
+            f"table):<ul>{items}</ul></div>"
+        )
     if p.config_html:
         out += [f"<{h}>Configuration</{h}>", p.config_html]
     if p.results_html:
@@ -207,8 +217,10 @@ def _part(p: Part, study_anchor: str, level: int) -> str:
 
 
 def _ranks(r: RanksPart, study_anchor: str) -> str:
-    out = [f'<section class="ranks" id="{study_anchor}-ranks"><h3>Across data sets: which variant wins?</h3>',
-           f"<p class='note'>{escape(r.method_note)}</p>"]  # fmt: skip
+    out = [
+        f'<section class="ranks" id="{study_anchor}-ranks"><h3>Across data sets: which variant wins?</h3>',
+        f"<p class='note'>{escape(r.method_note)}</p>",
+    ]
     out += [f"<p class='caveat'>{escape(n)}</p>" for n in r.notes]
     for heading, table in r.tables:
         out += [f"<h4>{escape(heading)}</h4>", table]
@@ -221,8 +233,10 @@ def _ranks(r: RanksPart, study_anchor: str) -> str:
 
 
 def _figure(fig: Figure) -> str:
-    return (f"<figure><figcaption><b>{escape(fig.title)}</b> {escape(fig.caption)}</figcaption>"
-            f'<img src="{escape(fig.path)}" alt="{escape(fig.title)}"></figure>')  # fmt: skip
+    return (
+        f"<figure><figcaption><b>{escape(fig.title)}</b> {escape(fig.caption)}</figcaption>"
+        f'<img src="{escape(fig.path)}" alt="{escape(fig.title)}"></figure>'
+    )
 
 
 def _links(files: list[str]) -> str:
@@ -254,8 +268,11 @@ def runs_table(frame: pd.DataFrame) -> str:
         cells = []
         for column in shown:
             value = row[column]
-            text = "" if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA else (
-                f"{value:.4f}" if isinstance(value, float) else str(value))  # fmt: skip
+            text = (
+                ""
+                if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA
+                else (f"{value:.4f}" if isinstance(value, float) else str(value))
+            )
             if column == "run_id" and isinstance(row.get("run_url"), str) and row["run_url"]:
                 text = f'<a href="{escape(row["run_url"])}"><code>{escape(text)}</code></a>'
             elif column == "run_id":

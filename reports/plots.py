@@ -3,6 +3,7 @@
 Every function takes plain tables/arrays, writes one PNG and returns its path, or returns
 None when there is nothing to draw (the caller then says why in the report).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,14 @@ def metric_bars(finished: pd.DataFrame, path: Path) -> Path | None:
         for ax, (key, title) in zip(axes, BAR_METRICS):
             values = runs[["variant", f"test_{key}"]].rename(columns={f"test_{key}": title})
             stats = values.groupby("variant", sort=False)[title].agg(["mean", "std"]).reindex(order)
-            ax.barh(order, stats["mean"], xerr=stats["std"].fillna(0), color=sns.color_palette("deep")[0],
-                    alpha=0.75, capsize=3)  # fmt: skip
+            ax.barh(
+                order,
+                stats["mean"],
+                xerr=stats["std"].fillna(0),
+                color=sns.color_palette("deep")[0],
+                alpha=0.75,
+                capsize=3,
+            )
             sns.stripplot(data=values, x=title, y="variant", order=order, ax=ax, color="black", size=3.5, jitter=0.15)
             ax.set_xlim(0.0, min(1.0, np.nanmax(values[title]) + 0.08))  # from 0: bar lengths stay honest
             ax.set_title(title)
@@ -127,12 +134,27 @@ def sensitivity(finished: pd.DataFrame, defaults: dict, path: Path, metric: str 
             stats = swept[swept["param"] == param].groupby("value")[f"test_{metric}"].agg(["mean", "std"])
             positions = sorted(set(stats.index) | ({defaults[param]} if param in defaults else set()))
             x = {v: i for i, v in enumerate(positions)}
-            ax.errorbar([x[v] for v in stats.index], stats["mean"], yerr=stats["std"].fillna(0), marker="o",
-                        capsize=3, label="swept")  # fmt: skip
+            ax.errorbar(
+                [x[v] for v in stats.index],
+                stats["mean"],
+                yerr=stats["std"].fillna(0),
+                marker="o",
+                capsize=3,
+                label="swept",
+            )
             if param in defaults and len(default_runs):
                 spread = [np.nan_to_num(default_runs.std())]
-                ax.errorbar([x[defaults[param]]], [default_runs.mean()], yerr=spread, marker="*", markersize=14,
-                            color="crimson", linestyle="none", capsize=3, label="default")  # fmt: skip
+                ax.errorbar(
+                    [x[defaults[param]]],
+                    [default_runs.mean()],
+                    yerr=spread,
+                    marker="*",
+                    markersize=14,
+                    color="crimson",
+                    linestyle="none",
+                    capsize=3,
+                    label="default",
+                )
             ax.set_xticks(range(len(positions)), [f"{v:g}" for v in positions])
             ax.set_xlabel(param)
             ax.set_title(param)
@@ -190,15 +212,33 @@ def latent_tsne(panels: dict[str, dict], title: str, path: Path, seed: int = 0) 
         colours = dict(zip(modalities, sns.color_palette("deep", n_colors=max(3, len(modalities)))))
         for i, (name, (frame, caption)) in enumerate(embedded.items()):
             top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
-            sns.scatterplot(data=frame, x="x", y="y", hue="modality", hue_order=modalities, palette=colours, s=10,
-                            alpha=0.7, linewidth=0, ax=top)  # fmt: skip
-            sns.scatterplot(data=frame, x="x", y="y", hue="polarity", hue_order=["positive", "negative"],
-                            palette={"positive": "crimson", "negative": "steelblue"}, s=10, alpha=0.6, linewidth=0,
-                            ax=bottom)  # fmt: skip
+            sns.scatterplot(
+                data=frame,
+                x="x",
+                y="y",
+                hue="modality",
+                hue_order=modalities,
+                palette=colours,
+                s=10,
+                alpha=0.7,
+                linewidth=0,
+                ax=top,
+            )
+            sns.scatterplot(
+                data=frame,
+                x="x",
+                y="y",
+                hue="polarity",
+                hue_order=["positive", "negative"],
+                palette={"positive": "crimson", "negative": "steelblue"},
+                s=10,
+                alpha=0.6,
+                linewidth=0,
+                ax=bottom,
+            )
             top.set_title(f"{name}\n{caption}", fontsize=10)
             top.text(0.02, 0.98, "by modality", transform=top.transAxes, va="top", fontsize=8, color="#555")
-            bottom.text(0.02, 0.98, "by label polarity", transform=bottom.transAxes, va="top", fontsize=8,
-                        color="#555")  # fmt: skip
+            bottom.text(0.02, 0.98, "by label polarity", transform=bottom.transAxes, va="top", fontsize=8, color="#555")
             last_in_row = i % cols == cols - 1 or i == len(embedded) - 1
             for ax in (top, bottom):
                 ax.set_xticks([])
@@ -220,8 +260,11 @@ def _tsne_frame(latents: dict, seed: int) -> tuple[pd.DataFrame, str] | None:
     """2-D t-SNE points of one run's latents (a random subset of at most ``TSNE_POINTS``) and a caption."""
     z = np.asarray(latents["z"], dtype=np.float32)
     n, n_mod, n_labels, dz = z.shape
-    names = [str(m) for m in latents["modality_names"]] if "modality_names" in latents else \
-        [f"modality {m + 1}" for m in range(n_mod)]  # fmt: skip
+    names = (
+        [str(m) for m in latents["modality_names"]]
+        if "modality_names" in latents
+        else [f"modality {m + 1}" for m in range(n_mod)]
+    )
     modality = np.broadcast_to(np.arange(n_mod)[None, :, None], z.shape[:3]).reshape(-1)
     positive = np.broadcast_to(np.asarray(latents["labels"], bool)[:, None, :], z.shape[:3]).reshape(-1)
     points = z.reshape(-1, dz)
@@ -237,10 +280,13 @@ def _tsne_frame(latents: dict, seed: int) -> tuple[pd.DataFrame, str] | None:
     # 120-point t-SNE take 20 s instead of 0.2 s.
     with threadpool_limits(limits=1):
         xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points[keep])
-    frame = pd.DataFrame({
-        "x": xy[:, 0], "y": xy[:, 1],
-        "modality": [names[m] for m in modality[keep]],
-        "polarity": np.where(positive[keep], "positive", "negative"),
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "modality": [names[m] for m in modality[keep]],
+            "polarity": np.where(positive[keep], "positive", "negative"),
+        }
+    )
     caption = f"{len(keep)} of {len(points)} vectors ({n} samples x {n_mod} mod. x {n_labels} labels)"
     return frame, caption

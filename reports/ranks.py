@@ -27,6 +27,7 @@ Holm from ``reports.significance.holm``, the diagram from
 ``scikit_posthocs.critical_difference_diagram``. Written here: the average ranks (pandas),
 the Iman-Davenport F from the Friedman statistic, and the tables.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,11 +45,38 @@ from reports.tables import COLUMNS, Cell, Table, markdown
 ALPHA = 0.05
 FEW_DATASETS = 5  # below this, say that the tests have little power
 KEYS = ("dataset", "variant")
-PAIRWISE_COLUMNS = ["metric", "variant_a", "variant_b", "n_datasets", "mean_diff", "a_wins", "ties", "b_wins",
-                    "rank_diff", "nemenyi_p", "nemenyi_significant", "wilcoxon_statistic", "wilcoxon_p",
-                    "wilcoxon_p_holm", "wilcoxon_significant"]  # fmt: skip
-RANK_COLUMNS = ["metric", "higher_is_better", "variant", "average_rank", "n_datasets", "n_variants", "friedman_chi2",
-                "friedman_p", "iman_davenport_f", "iman_davenport_p", "q_alpha", "cd", "alpha"]  # fmt: skip
+PAIRWISE_COLUMNS = [
+    "metric",
+    "variant_a",
+    "variant_b",
+    "n_datasets",
+    "mean_diff",
+    "a_wins",
+    "ties",
+    "b_wins",
+    "rank_diff",
+    "nemenyi_p",
+    "nemenyi_significant",
+    "wilcoxon_statistic",
+    "wilcoxon_p",
+    "wilcoxon_p_holm",
+    "wilcoxon_significant",
+]
+RANK_COLUMNS = [
+    "metric",
+    "higher_is_better",
+    "variant",
+    "average_rank",
+    "n_datasets",
+    "n_variants",
+    "friedman_chi2",
+    "friedman_p",
+    "iman_davenport_f",
+    "iman_davenport_p",
+    "q_alpha",
+    "cd",
+    "alpha",
+]
 METHOD_NOTE = (
     "Ranks per data set, 1 = best, ties share the average rank; only data sets on which every variant has a score "
     "count. Friedman's chi-square (scipy, tie-corrected) and its Iman-Davenport F form test whether any variant "
@@ -134,8 +162,10 @@ def verdict(scores: pd.DataFrame, metric: str, higher_is_better: bool = True, al
         nemenyi = _nemenyi(ranks).loc[average.index, average.index]
         if k >= 3:
             if (ranks.nunique(axis=1) == 1).all():
-                notes.append("Every variant ties on every data set: Friedman's statistic is undefined (0/0) and "
-                             "nothing suggests a difference.")  # fmt: skip
+                notes.append(
+                    "Every variant ties on every data set: Friedman's statistic is undefined (0/0) and "
+                    "nothing suggests a difference."
+                )
             else:
                 result = stats.friedmanchisquare(*(table[v].to_numpy(float) for v in table.columns))
                 chi2, p_chi2 = float(result.statistic), float(result.pvalue)
@@ -144,10 +174,23 @@ def verdict(scores: pd.DataFrame, metric: str, higher_is_better: bool = True, al
         nemenyi.loc[:, :] = np.where(np.eye(k, dtype=bool), 1.0, nan)
     pairwise = _pairwise(table, ranks, average, nemenyi, metric, higher_is_better, alpha, testable)
     return RankVerdict(
-        metric=metric, higher_is_better=higher_is_better, alpha=alpha, scores=table, ranks=ranks,
-        average_ranks=average, friedman_chi2=chi2, friedman_p=p_chi2, iman_davenport_f=f_id, iman_davenport_p=p_id,
-        q_alpha=q_alpha, cd=cd, nemenyi=nemenyi, pairwise=pairwise, dropped=dropped, notes=tuple(notes),
-    )  # fmt: skip
+        metric=metric,
+        higher_is_better=higher_is_better,
+        alpha=alpha,
+        scores=table,
+        ranks=ranks,
+        average_ranks=average,
+        friedman_chi2=chi2,
+        friedman_p=p_chi2,
+        iman_davenport_f=f_id,
+        iman_davenport_p=p_id,
+        q_alpha=q_alpha,
+        cd=cd,
+        nemenyi=nemenyi,
+        pairwise=pairwise,
+        dropped=dropped,
+        notes=tuple(notes),
+    )
 
 
 def verdicts(scores: pd.DataFrame, metrics: Sequence[tuple[str, bool]], alpha: float = ALPHA) -> list[RankVerdict]:
@@ -193,20 +236,26 @@ def _notes(n: int, k: int, dropped: dict[str, list[str]], alpha: float) -> list[
     for dataset, lacking in dropped.items():
         notes.append(f"Data set {dataset!r} is left out: no score for {', '.join(lacking)}.")
     if n < 2 or k < 2:
-        notes.append(f"The tests need at least 2 variants and 2 complete data sets; there are {k} variant(s) and "
-                     f"{n} data set(s): only the average ranks are given.")  # fmt: skip
+        notes.append(
+            f"The tests need at least 2 variants and 2 complete data sets; there are {k} variant(s) and "
+            f"{n} data set(s): only the average ranks are given."
+        )
         return notes
     if k == 2:
-        notes.append("Two variants: Friedman's test is not computed (scipy needs 3); for two methods Demšar "
-                     "(2006) recommends the Wilcoxon signed-rank test over data sets, given in the pairwise "
-                     "table.")  # fmt: skip
+        notes.append(
+            "Two variants: Friedman's test is not computed (scipy needs 3); for two methods Demšar "
+            "(2006) recommends the Wilcoxon signed-rank test over data sets, given in the pairwise "
+            "table."
+        )
     if n < FEW_DATASETS:
         notes.append(f"Only {n} data sets: every test here has little power, read the ranks as descriptive.")
     pairs = k * (k - 1) // 2
     smallest = min(1.0, pairs * 2.0 / 2**n)  # exact two-sided Wilcoxon, all N differences of one sign, no ties
     if smallest >= alpha:
-        notes.append(f"With {n} data sets and {pairs} pair(s), no pair can be significant under Wilcoxon-Holm: the "
-                     f"smallest possible adjusted p is {pairs} x 2/2^{n} = {smallest:.3g}.")  # fmt: skip
+        notes.append(
+            f"With {n} data sets and {pairs} pair(s), no pair can be significant under Wilcoxon-Holm: the "
+            f"smallest possible adjusted p is {pairs} x 2/2^{n} = {smallest:.3g}."
+        )
     return notes
 
 
@@ -240,13 +289,23 @@ def _pairwise(table, ranks, average, nemenyi, metric, higher, alpha, testable) -
                 result = stats.wilcoxon(table[a].to_numpy(float), table[b].to_numpy(float), zero_method="zsplit")
                 statistic, p = float(result.statistic), float(result.pvalue)
             nemenyi_p = float(nemenyi.loc[a, b])
-            rows.append({
-                "metric": metric, "variant_a": a, "variant_b": b, "n_datasets": len(table),
-                "mean_diff": float(diff.mean()) if len(diff) else float("nan"), "a_wins": int(better.sum()),
-                "ties": int((diff == 0).sum()), "b_wins": int(worse.sum()),
-                "rank_diff": float(average[a] - average[b]), "nemenyi_p": nemenyi_p,
-                "nemenyi_significant": bool(nemenyi_p < alpha), "wilcoxon_statistic": statistic, "wilcoxon_p": p,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "metric": metric,
+                    "variant_a": a,
+                    "variant_b": b,
+                    "n_datasets": len(table),
+                    "mean_diff": float(diff.mean()) if len(diff) else float("nan"),
+                    "a_wins": int(better.sum()),
+                    "ties": int((diff == 0).sum()),
+                    "b_wins": int(worse.sum()),
+                    "rank_diff": float(average[a] - average[b]),
+                    "nemenyi_p": nemenyi_p,
+                    "nemenyi_significant": bool(nemenyi_p < alpha),
+                    "wilcoxon_statistic": statistic,
+                    "wilcoxon_p": p,
+                }
+            )
     adjusted = holm([r["wilcoxon_p"] for r in rows])
     for row, p_holm in zip(rows, adjusted):
         row["wilcoxon_p_holm"] = float(p_holm)
@@ -262,12 +321,23 @@ def rank_frame(results: Sequence[RankVerdict]) -> pd.DataFrame:
     rows = []
     for r in results:
         for variant, rank in r.average_ranks.items():
-            rows.append({
-                "metric": r.metric, "higher_is_better": r.higher_is_better, "variant": variant,
-                "average_rank": float(rank), "n_datasets": r.n_datasets, "n_variants": len(r.average_ranks),
-                "friedman_chi2": r.friedman_chi2, "friedman_p": r.friedman_p, "iman_davenport_f": r.iman_davenport_f,
-                "iman_davenport_p": r.iman_davenport_p, "q_alpha": r.q_alpha, "cd": r.cd, "alpha": r.alpha,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "metric": r.metric,
+                    "higher_is_better": r.higher_is_better,
+                    "variant": variant,
+                    "average_rank": float(rank),
+                    "n_datasets": r.n_datasets,
+                    "n_variants": len(r.average_ranks),
+                    "friedman_chi2": r.friedman_chi2,
+                    "friedman_p": r.friedman_p,
+                    "iman_davenport_f": r.iman_davenport_f,
+                    "iman_davenport_p": r.iman_davenport_p,
+                    "q_alpha": r.q_alpha,
+                    "cd": r.cd,
+                    "alpha": r.alpha,
+                }
+            )
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
@@ -297,39 +367,81 @@ def average_rank_table(results: Sequence[RankVerdict]) -> Table:
             cells.append(Cell("–" if np.isnan(rank) else f"{rank:.2f}", bold=best))
         rows.append(cells)
     counts = ", ".join(f"{title(r.metric)}: {r.n_datasets}" for r in results)
-    return Table(header, rows, notes=[f"Average rank over data sets (1 = best); bold: a metric's best rank when no "
-                                      f"other variant shares it. Data sets per metric: {counts}."])  # fmt: skip
+    return Table(
+        header,
+        rows,
+        notes=[
+            f"Average rank over data sets (1 = best); bold: a metric's best rank when no "
+            f"other variant shares it. Data sets per metric: {counts}."
+        ],
+    )
 
 
 def omnibus_table(results: Sequence[RankVerdict]) -> Table:
-    header = ["Metric", "Data sets", "Variants", "Friedman χ²", "p", "Iman-Davenport F", "p (F)", "Differ",
-              "q_alpha", "CD (Nemenyi)"]  # fmt: skip
+    header = [
+        "Metric",
+        "Data sets",
+        "Variants",
+        "Friedman χ²",
+        "p",
+        "Iman-Davenport F",
+        "p (F)",
+        "Differ",
+        "q_alpha",
+        "CD (Nemenyi)",
+    ]
     rows = [
-        [Cell(title(r.metric)), Cell(str(r.n_datasets)), Cell(str(len(r.average_ranks))), Cell(_num(r.friedman_chi2)),
-         Cell(_p(r.friedman_p)), Cell(_num(r.iman_davenport_f)), Cell(_p(r.iman_davenport_p)),
-         Cell("–" if np.isnan(r.iman_davenport_p) else ("yes" if r.differ else "no"), bold=r.differ),
-         Cell(_num(r.q_alpha)), Cell(_num(r.cd))]
+        [
+            Cell(title(r.metric)),
+            Cell(str(r.n_datasets)),
+            Cell(str(len(r.average_ranks))),
+            Cell(_num(r.friedman_chi2)),
+            Cell(_p(r.friedman_p)),
+            Cell(_num(r.iman_davenport_f)),
+            Cell(_p(r.iman_davenport_p)),
+            Cell("–" if np.isnan(r.iman_davenport_p) else ("yes" if r.differ else "no"), bold=r.differ),
+            Cell(_num(r.q_alpha)),
+            Cell(_num(r.cd)),
+        ]
         for r in results
-    ]  # fmt: skip
+    ]
     alpha = results[0].alpha if results else ALPHA
     return Table(header, rows, notes=[f"Differ = Iman-Davenport p < {alpha}. CD at alpha = {alpha}."])
 
 
 def pairwise_table(result: RankVerdict) -> Table:
     """The pairs of one metric: difference, wins, Nemenyi p, Wilcoxon p raw and Holm-adjusted."""
-    header = ["Pair", "Mean Δ", "Wins / ties / losses", "Δ rank", "Nemenyi p", "Wilcoxon p", "Wilcoxon p (Holm)",
-              "Significant (Holm)"]  # fmt: skip
+    header = [
+        "Pair",
+        "Mean Δ",
+        "Wins / ties / losses",
+        "Δ rank",
+        "Nemenyi p",
+        "Wilcoxon p",
+        "Wilcoxon p (Holm)",
+        "Significant (Holm)",
+    ]
     rows = [
-        [Cell(f"{r.variant_a} vs {r.variant_b}"), Cell(_num(r.mean_diff, "+.4f")),
-         Cell(f"{r.a_wins} / {r.ties} / {r.b_wins}"), Cell(_num(r.rank_diff, "+.2f")), Cell(_p(r.nemenyi_p)),
-         Cell(_p(r.wilcoxon_p)), Cell(_p(r.wilcoxon_p_holm)),
-         Cell("–" if np.isnan(r.wilcoxon_p_holm) else ("yes" if r.wilcoxon_significant else "no"),
-              bold=r.wilcoxon_significant)]
+        [
+            Cell(f"{r.variant_a} vs {r.variant_b}"),
+            Cell(_num(r.mean_diff, "+.4f")),
+            Cell(f"{r.a_wins} / {r.ties} / {r.b_wins}"),
+            Cell(_num(r.rank_diff, "+.2f")),
+            Cell(_p(r.nemenyi_p)),
+            Cell(_p(r.wilcoxon_p)),
+            Cell(_p(r.wilcoxon_p_holm)),
+            Cell(
+                "–" if np.isnan(r.wilcoxon_p_holm) else ("yes" if r.wilcoxon_significant else "no"),
+                bold=r.wilcoxon_significant,
+            ),
+        ]
         for r in result.pairwise.itertuples()
-    ]  # fmt: skip
+    ]
     direction = "higher" if result.higher_is_better else "lower"
-    notes = [f"Δ = mean over data sets of (first − second) in {title(result.metric)} ({direction} is better); wins "
-             "count the data sets where the first variant is better. Δ rank < 0: the first ranks better."]  # fmt: skip
+    notes = [
+        f"Δ = mean over data sets of (first − second) in {title(result.metric)} ({direction} is better); wins "
+        "count the data sets where the first variant is better. Δ rank < 0: the first ranks better."
+    ]
     return Table(header, rows, notes=notes)
 
 
@@ -337,10 +449,16 @@ def per_dataset_table(result: RankVerdict) -> Table:
     """Data sets x variants: each score with its rank in brackets."""
     names = result.variants
     rows = [
-        [Cell(dataset)] + [Cell(f"{result.scores.loc[dataset, v]:.4f} ({result.ranks.loc[dataset, v]:g})",
-                                bold=result.ranks.loc[dataset, v] == 1) for v in names]
+        [Cell(dataset)]
+        + [
+            Cell(
+                f"{result.scores.loc[dataset, v]:.4f} ({result.ranks.loc[dataset, v]:g})",
+                bold=result.ranks.loc[dataset, v] == 1,
+            )
+            for v in names
+        ]
         for dataset in result.ranks.index
-    ]  # fmt: skip
+    ]
     return Table(["Data set", *names], rows)
 
 
@@ -374,8 +492,14 @@ def write(results: Sequence[RankVerdict], folder: Path, heading: str = "Ranks ac
 
 
 def report_markdown(results: Sequence[RankVerdict], heading: str = "Ranks across data sets") -> str:
-    parts = [f"# {heading}\n", METHOD_NOTE + "\n", "## Average ranks\n", markdown(average_rank_table(results)),
-             "## Omnibus test\n", markdown(omnibus_table(results))]  # fmt: skip
+    parts = [
+        f"# {heading}\n",
+        METHOD_NOTE + "\n",
+        "## Average ranks\n",
+        markdown(average_rank_table(results)),
+        "## Omnibus test\n",
+        markdown(omnibus_table(results)),
+    ]
     for r in results:
         parts.append(f"## {title(r.metric)}\n")
         if r.notes:
@@ -403,16 +527,21 @@ def critical_difference_diagram(results: Sequence[RankVerdict], path: Path, test
     if not drawable:
         return None
     heights = [1.2 + 0.32 * len(r.average_ranks) for r in drawable]
-    fig, axes = plt.subplots(len(drawable), 1, figsize=(8, sum(heights) + 0.4), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    fig, axes = plt.subplots(
+        len(drawable), 1, figsize=(8, sum(heights) + 0.4), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     try:
         for ax, r in zip(axes[:, 0], drawable):
             k = len(r.average_ranks)
             pvalues = r.nemenyi if test == "nemenyi" else r.wilcoxon_matrix()
             scikit_posthocs.critical_difference_diagram(
-                r.average_ranks, pvalues.fillna(1.0), alpha=r.alpha, ax=ax,
-                label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
-            )  # fmt: skip
+                r.average_ranks,
+                pvalues.fillna(1.0),
+                alpha=r.alpha,
+                ax=ax,
+                label_fmt_left="{label} ({rank:.2f})",
+                label_fmt_right="({rank:.2f}) {label}",
+            )
             ax.set_xlim(0.8, k + 0.2)
             ax.set_xticks(range(1, k + 1))
             bottom = ax.get_ylim()[0]
@@ -422,8 +551,11 @@ def critical_difference_diagram(results: Sequence[RankVerdict], path: Path, test
                 ax.text(1 + r.cd / 2, 1.55, f"CD = {r.cd:.2f}", ha="center", va="bottom", fontsize=9)
             ax.set_ylim(bottom, 2.3 if test == "nemenyi" else 0.9)
             how = "Nemenyi" if test == "nemenyi" else "Wilcoxon signed-rank, Holm"
-            ax.set_title(f"{title(r.metric)}: average rank over {r.n_datasets} data sets; bars join variants not "
-                         f"significantly different ({how}, alpha {r.alpha})", fontsize=9)  # fmt: skip
+            ax.set_title(
+                f"{title(r.metric)}: average rank over {r.n_datasets} data sets; bars join variants not "
+                f"significantly different ({how}, alpha {r.alpha})",
+                fontsize=9,
+            )
         fig.savefig(path, dpi=DPI, bbox_inches="tight")
     finally:
         plt.close(fig)

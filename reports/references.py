@@ -4,6 +4,7 @@ They are hard-coded on purpose -- they are citations, not results of this projec
 each row carries its source so a reader can check it. A value is a number or a
 ``(low, high)`` range (several reproductions of one script).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,9 +16,7 @@ MEKA_CITATION = (
     "henrygouk/meka-metric-learning (Gouk, Pfahringer, Cree, ACML 2016), "
     "as quoted in data/emotions/README.md"
 )
-ALIGNED_CITATION = (
-    "reproductions of the CARAT reference script on aligned CMU-MOSEI, one seed (CARAT.md section 5)"
-)
+ALIGNED_CITATION = "reproductions of the CARAT reference script on aligned CMU-MOSEI, one seed (CARAT.md section 5)"
 UNALIGNED_CITATION = "published unaligned CMU-MOSEI figures, secondary source (CARAT.md section 8)"
 
 
@@ -31,28 +30,47 @@ class ReferenceRow:
 EMOTIONS = (
     ReferenceRow(
         "BR, 10-NN base learner (MEKA)",
-        {"hamming_loss": 0.190, "acc": 0.586, "subset_acc": 0.332, "micro_f1": 0.706, "macro_f1": 0.697,
-         "example_f1": 0.668},
+        {
+            "hamming_loss": 0.190,
+            "acc": 0.586,
+            "subset_acc": 0.332,
+            "micro_f1": 0.706,
+            "macro_f1": 0.697,
+            "example_f1": 0.668,
+        },
         MEKA_CITATION,
     ),
     ReferenceRow(
         "ECC, 50 chains, 10-NN (MEKA)",
-        {"hamming_loss": 0.196, "acc": 0.573, "subset_acc": 0.366, "micro_f1": 0.691, "macro_f1": 0.680,
-         "example_f1": 0.642},
+        {
+            "hamming_loss": 0.196,
+            "acc": 0.573,
+            "subset_acc": 0.366,
+            "micro_f1": 0.691,
+            "macro_f1": 0.680,
+            "example_f1": 0.642,
+        },
         MEKA_CITATION,
     ),
     ReferenceRow(
         "ML-kNN, threshold 0.4835 (MEKA)",
-        {"hamming_loss": 0.195, "acc": 0.571, "subset_acc": 0.312, "micro_f1": 0.693, "macro_f1": 0.660,
-         "example_f1": 0.657},
+        {
+            "hamming_loss": 0.195,
+            "acc": 0.571,
+            "subset_acc": 0.312,
+            "micro_f1": 0.693,
+            "macro_f1": 0.660,
+            "example_f1": 0.657,
+        },
         MEKA_CITATION,
     ),
-)  # fmt: skip
+)
 
 MOSEI_ALIGNED = (
-    ReferenceRow("CARAT reference code (reproductions)", {"micro_f1": (0.565, 0.568), "acc": (0.475, 0.484)},
-                 ALIGNED_CITATION),
-)  # fmt: skip
+    ReferenceRow(
+        "CARAT reference code (reproductions)", {"micro_f1": (0.565, 0.568), "acc": (0.475, 0.484)}, ALIGNED_CITATION
+    ),
+)
 
 MOSEI_UNALIGNED = (
     ReferenceRow("CARAT (published)", {"micro_f1": 0.544}, UNALIGNED_CITATION),

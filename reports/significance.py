@@ -12,6 +12,7 @@ every seed (a deterministic baseline on a fixed validation split, such as the la
 contributes no seed-to-seed spread: the test then only sees the other model's spread, and when
 both are constant there is nothing to test at all; the affected rows say so.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -109,19 +110,43 @@ def compare(finished: pd.DataFrame, variants: list[str], reference: str = "carat
                     test, p = NO_TEST_CONSTANT, float("nan")
                 diff = float(np.mean(a - b))
                 low, high = mean_ci(a - b)
-                block.append({
-                    "setting": setting, "variant": variant, "metric": key, "n_pairs": len(seeds),
-                    "seeds": " ".join(map(str, seeds)), "mean_diff": diff, "ci_low": low, "ci_high": high, "p": p,
-                    "test": test, "better": (diff > 0) == higher if diff != 0 else None,
-                    "note": constancy_note(variant, reference, a, b),
-                })  # fmt: skip
+                block.append(
+                    {
+                        "setting": setting,
+                        "variant": variant,
+                        "metric": key,
+                        "n_pairs": len(seeds),
+                        "seeds": " ".join(map(str, seeds)),
+                        "mean_diff": diff,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "p": p,
+                        "test": test,
+                        "better": (diff > 0) == higher if diff != 0 else None,
+                        "note": constancy_note(variant, reference, a, b),
+                    }
+                )
             adjusted = holm([r["p"] for r in block])
             for row, p_holm in zip(block, adjusted):
                 row["p_holm"] = p_holm
                 row["significant"] = bool(p_holm < ALPHA)
             rows += block
-    columns = ["setting", "variant", "metric", "n_pairs", "seeds", "mean_diff", "ci_low", "ci_high", "p", "p_holm",
-               "significant", "test", "better", "note"]  # fmt: skip
+    columns = [
+        "setting",
+        "variant",
+        "metric",
+        "n_pairs",
+        "seeds",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "p",
+        "p_holm",
+        "significant",
+        "test",
+        "better",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -133,21 +158,37 @@ def table(result: pd.DataFrame, reference: str = "carat", notes: bool = True) ->
     with_setting = result["setting"].nunique() > 1
     notes_column = bool(result["note"].fillna("").astype(bool).any()) if "note" in result else False
     test_column = result["test"].nunique() > 1
-    header = ["Variant", *(["Setting"] if with_setting else []), "Metric", f"Δ vs {reference} (95% CI)", "p",
-              "p (Holm)", "Significant", "Pairs", *(["Test"] if test_column else []),
-              *(["Note"] if notes_column else [])]  # fmt: skip
+    header = [
+        "Variant",
+        *(["Setting"] if with_setting else []),
+        "Metric",
+        f"Δ vs {reference} (95% CI)",
+        "p",
+        "p (Holm)",
+        "Significant",
+        "Pairs",
+        *(["Test"] if test_column else []),
+        *(["Note"] if notes_column else []),
+    ]
     rows = []
     for _, r in result.iterrows():
         verdict = "no" if not np.isnan(r["p_holm"]) else "–"
         if r["significant"]:
             verdict = "yes, " + ("better" if r["better"] else "worse")
         rows.append(
-            [Cell(r["variant"])] + ([Cell(r["setting"])] if with_setting else [])
-            + [Cell(titles[r["metric"]]), Cell(_diff(r["mean_diff"], r.get("ci_low"), r.get("ci_high"))),
-               Cell(_p(r["p"])), Cell(_p(r["p_holm"])), Cell(verdict, bold=bool(r["significant"])),
-               Cell(str(r["n_pairs"]))] + ([Cell(r["test"])] if test_column else [])
+            [Cell(r["variant"])]
+            + ([Cell(r["setting"])] if with_setting else [])
+            + [
+                Cell(titles[r["metric"]]),
+                Cell(_diff(r["mean_diff"], r.get("ci_low"), r.get("ci_high"))),
+                Cell(_p(r["p"])),
+                Cell(_p(r["p_holm"])),
+                Cell(verdict, bold=bool(r["significant"])),
+                Cell(str(r["n_pairs"])),
+            ]
+            + ([Cell(r["test"])] if test_column else [])
             + ([Cell(r["note"] or "")] if notes_column else [])
-        )  # fmt: skip
+        )
     return Table(header, rows, notes=_notes(result, reference) if notes else [])
 
 
@@ -158,9 +199,11 @@ def _notes(result: pd.DataFrame, reference: str) -> list[str]:
         used.append(f"paired t-test (below {MIN_PAIRS_WILCOXON} pairs, where Wilcoxon cannot reach p < 0.05)")
     if _test_name(MIN_PAIRS_WILCOXON) in tests:
         used.append(f"Wilcoxon signed-rank ({MIN_PAIRS_WILCOXON} pairs or more)")
-    text = (f"Δ = mean over paired seeds of (variant − {reference}), with its {CONFIDENCE:.0%} t-interval in "
-            "brackets; for HL (Hamming loss) a negative Δ is better. Seeds are paired by their seed tag, using only "
-            "seeds both runs finished.")  # fmt: skip
+    text = (
+        f"Δ = mean over paired seeds of (variant − {reference}), with its {CONFIDENCE:.0%} t-interval in "
+        "brackets; for HL (Hamming loss) a negative Δ is better. Seeds are paired by their seed tag, using only "
+        "seeds both runs finished."
+    )
     if used:
         text += " Test: " + "; ".join(used) + ", two-sided."
     if NO_TEST_CONSTANT in tests:

@@ -3,6 +3,7 @@
 ``summarise`` does the arithmetic (pandas, from the runs' metrics); ``results_table`` lays it
 out with the reference rows; ``markdown`` / ``latex`` / ``html`` render any ``Table``.
 """
+
 from __future__ import annotations
 
 import html as html_escape
@@ -95,18 +96,28 @@ def results_table(summary: pd.DataFrame, references: tuple[ReferenceRow, ...] = 
             cells.append(Cell(mean_std(row[f"{key}_mean"], row[f"{key}_std"]), bold=bool(best[key][i])))
         rows.append(cells + [Cell(str(row["n_seeds"]))])
     reference_rows = [
-        [Cell(f"{ref.method} {REFERENCE_MARK}")] + ([Cell("")] if with_setting else [])
-        + [Cell(format_value(ref.values.get(key))) for key, _, _ in COLUMNS] + [Cell("")]
+        [Cell(f"{ref.method} {REFERENCE_MARK}")]
+        + ([Cell("")] if with_setting else [])
+        + [Cell(format_value(ref.values.get(key))) for key, _, _ in COLUMNS]
+        + [Cell("")]
         for ref in references
-    ]  # fmt: skip
-    marked = "" if len(summary) < 2 else (
-        " A column's best mean, as shown, is in bold (lowest for HL, the Hamming loss) when no other row shows the same"
-        " value; ties are not marked" + ("; reference rows are not ranked." if references else "."))  # fmt: skip
+    ]
+    marked = (
+        ""
+        if len(summary) < 2
+        else (
+            " A column's best mean, as shown, is in bold (lowest for HL, the Hamming loss) when no other row"
+            " shows the same"
+            " value; ties are not marked" + ("; reference rows are not ranked." if references else ".")
+        )
+    )
     notes = ["Mean ± sample standard deviation over seeds (test split); Seeds = number of seeds." + marked, PR_NOTE]
     if "n_flagged" in summary and summary["n_flagged"].fillna(0).astype(int).any():
-        notes.append(f"{FLAG_MARK} Runs flagged as no finding: a constant predictor, or no better than the label prior "
-                     "on validation (each run's reason is its MLflow tag degenerate, listed in the report). They are "
-                     "included in the mean and std.")  # fmt: skip
+        notes.append(
+            f"{FLAG_MARK} Runs flagged as no finding: a constant predictor, or no better than the label prior "
+            "on validation (each run's reason is its MLflow tag degenerate, listed in the report). They are "
+            "included in the mean and std."
+        )
     for source in dict.fromkeys(ref.source for ref in references):
         notes.append(f"{REFERENCE_MARK} Reported elsewhere, not re-run here: {source}.")
     return Table(header, rows, reference_rows, notes)
@@ -171,8 +182,18 @@ def _h(text: str) -> str:
     return html_escape.escape(text)
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}  # fmt: skip
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+}
 
 
 def _tex(text: str) -> str:

@@ -1,4 +1,5 @@
 """Fixtures shared across test folders (keep small)."""
+
 from pathlib import Path
 
 import pytest

@@ -6,6 +6,7 @@ package creates) in a data folder that user owns. Clients connect over TCP with 
 (scram-sha-256), as the harness would on another machine; the superuser is only reachable
 through the unix socket in the server's own folder.
 """
+
 from __future__ import annotations
 
 import glob
@@ -89,14 +90,39 @@ def start(databases: tuple[str, ...] = ()) -> PostgresServer:
         root=root, port=free_port(), user="harness", password=secrets.token_hex(12), bin_dir=bin_dir
     )
     try:
-        _as_server_user([bin_dir / "initdb", "-D", root / "data", "-U", SERVER_USER, "--auth-local=trust",
-                         "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"])  # fmt: skip
+        _as_server_user(
+            [
+                bin_dir / "initdb",
+                "-D",
+                root / "data",
+                "-U",
+                SERVER_USER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        )
         settings = (
             f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories={server.socket_dir} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )  # durability is pointless for a server that lives one test session
-        _as_server_user([bin_dir / "pg_ctl", "-D", root / "data", "-l", root / "server.log", "-o", settings,
-                         "-w", "-t", "60", "start"])  # fmt: skip
+        _as_server_user(
+            [
+                bin_dir / "pg_ctl",
+                "-D",
+                root / "data",
+                "-l",
+                root / "server.log",
+                "-o",
+                settings,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         _admin_sql(server, f"CREATE ROLE \"{server.user}\" LOGIN PASSWORD '{server.password}'")
         for name in databases:
             server.create_database(name)

@@ -1,5 +1,6 @@
 """The bring-your-own-model example runs as the README tells a user to run it: `invoke ablate` on the
 example study (whose plugin defines its own model) and `invoke report` on what it tracked."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ EXAMPLE = REPO / "examples" / "my_study.yaml"
 
 
 def _invoke(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_example_plugin_runs_through_ablate_and_report(tmp_path):

@@ -1,6 +1,7 @@
 """The command line as a user meets it: typed options in the help, short flags that mean what they
 say, one clear error for a bad number, `invoke ui` links that open a study ready to compare, and
 `invoke dashboard` serving the Optuna storage."""
+
 import json
 import os
 import re
@@ -18,23 +19,35 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _invoke(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_help_shows_types_and_chosen_short_flags():
     text = _invoke("--help", "ablate").stdout
-    for flag in ("-n INT, --seeds=INT", "-e INT, --epochs=INT", "-w INT, --workers=INT", "-t INT, --trials=INT",
-                 "-s STRING, --study=STRING", "-d STRING, --dataset=STRING", "-q, --quick", "-v, --verbose"):
+    for flag in (
+        "-n INT, --seeds=INT",
+        "-e INT, --epochs=INT",
+        "-w INT, --workers=INT",
+        "-t INT, --trials=INT",
+        "-s STRING, --study=STRING",
+        "-d STRING, --dataset=STRING",
+        "-q, --quick",
+        "-v, --verbose",
+    ):
         assert flag in text, flag
     assert "(default: the study's" in text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["ablate", "--seeds", "three"], "error: --seeds must be a whole number, got 'three'"),
-    (["tune", "-w", "2x"], "error: --workers must be a whole number, got '2x'"),
-    (["ablate", "--study", "nope"], "error: unknown study 'nope'; valid: ablation"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ablate", "--seeds", "three"], "error: --seeds must be a whole number, got 'three'"),
+        (["tune", "-w", "2x"], "error: --workers must be a whole number, got '2x'"),
+        (["ablate", "--study", "nope"], "error: unknown study 'nope'; valid: ablation"),
+    ],
+)
 def test_a_bad_option_is_one_line_and_exit_2(args, message):
     done = _invoke(*args)
     assert done.returncode == 2
@@ -68,13 +81,19 @@ def test_ui_prints_links_to_shared_views_of_every_study(tmp_path):
     client = tracking.client_for(uri)
     experiment_id = tracking.ensure_experiment(client, uri, "demo", "a demo study", tracking.view_tags())
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "invoke", "ui", "--tracking-uri", uri, "-p", str(port)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "ui", "--tracking-uri", uri, "-p", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait(f"http://127.0.0.1:{port}/health", process)
-        experiment = json.loads(_wait(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get?"
-                                      f"experiment_id={experiment_id}", process))["experiment"]  # fmt: skip
+        experiment = json.loads(
+            _wait(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment_id}", process)
+        )["experiment"]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=60)[0]
@@ -82,12 +101,13 @@ def test_ui_prints_links_to_shared_views_of_every_study(tmp_path):
     assert sorted(links) == ["results", "summaries"]
     tags = {t["key"]: t["value"] for t in experiment["tags"]}
     assert tags["mlflow.note.content"] == "a demo study"
-    for view, link in links.items():
+    for _view, link in links.items():
         assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?viewStateShareKey=")
         state = json.loads(tags[f"mlflow.sharedViewState.{link.rsplit('=', 1)[1]}"])  # the view the link opens
         assert "params.`variant`" in state["selectedColumns"]
     assert json.loads(tags[next(k for k in tags if "harness-results" in k)])["groupBy"]["groupByKeys"] == [
-        {"mode": "param", "groupByData": "variant"}]  # fmt: skip
+        {"mode": "param", "groupByData": "variant"}
+    ]
 
 
 def test_dashboard_serves_the_optuna_storage(tmp_path):
@@ -98,9 +118,14 @@ def test_dashboard_serves_the_optuna_storage(tmp_path):
     journal = tmp_path / "optuna.journal"
     optuna.create_study(study_name="demo.tune", storage=open_optuna_storage(str(journal)))
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "invoke", "dashboard", "--storage", str(journal), "-p",
-                                str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "dashboard", "--storage", str(journal), "-p", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         studies = json.loads(_wait(f"http://127.0.0.1:{port}/api/studies", process))
     finally:

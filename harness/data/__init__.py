@@ -5,11 +5,12 @@ the loaders and ``describe()`` gives their one-line descriptions and options. A 
 that carves its validation split from train lists ``split_seed`` among its options
 (``carve.py``): a study runner passes each run's seed there.
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from harness.data.arff import load_arff, load_emotions
 from harness.data.dataset import SPLITS, DataFormatError, DataSpec, MultimodalDataset, Split

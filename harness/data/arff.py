@@ -8,6 +8,7 @@ carved off, stratified over the labels and seeded by ``split_seed`` (``carve.py`
 a study runner passes each run's seed), and the features are standardised with a scaler
 fitted on the remaining training part only, so nothing of validation or test leaks into it.
 """
+
 from __future__ import annotations
 
 import os

@@ -16,6 +16,7 @@ only train and test) get one carved from their training split. Two choices matte
 A loader that carves lists ``split_seed`` among its options (``harness.data.describe()``);
 that is how a runner decides whether to pass one.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -86,7 +87,9 @@ def carve_validation(labels: np.ndarray, valid_fraction: float, split_seed: int,
     in_valid[valid] = True
     _fix_size(in_valid, y.astype(np.float64), n_valid, valid_fraction)
     return Carve(
-        train=np.flatnonzero(~in_valid), valid=np.flatnonzero(in_valid), valid_fraction=valid_fraction,
+        train=np.flatnonzero(~in_valid),
+        valid=np.flatnonzero(in_valid),
+        valid_fraction=valid_fraction,
         split_seed=split_seed,
     )
 

@@ -5,6 +5,7 @@ mask (N, T_m) marking real (non-padding) steps, a 0/1 label matrix (N, C), label
 and the three splits train/valid/test. Everything downstream (models, trainer, studies)
 reads only this form.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,7 @@ class Split:
     def n(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: np.ndarray) -> "Split":
+    def subset(self, index: np.ndarray) -> Split:
         return Split(
             features={m: x[index] for m, x in self.features.items()},
             masks={m: k[index] for m, k in self.masks.items()},

@@ -25,6 +25,7 @@ Keys other than the ones above (``dict``, ``settings``, ``len_list``, ``labels``
 A sequence longer than the configured length is an error unless ``truncate=True``, which
 keeps the first ``max_len`` steps and counts the truncated samples in ``dataset.notes``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

@@ -23,6 +23,7 @@ The file is read with ``allow_pickle=False``: it can hold numbers and strings on
 cannot run code. Any other key is refused (a misspelt key would otherwise be ignored).
 The README's npz section shows a conversion example.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -54,8 +55,12 @@ def load_npz(
     """
     path = _resolve(data_path)
     return dataset_from_arrays(
-        _read_arrays(path), source=str(path), max_len=max_len, truncate=truncate,
-        valid_fraction=valid_fraction, split_seed=split_seed,
+        _read_arrays(path),
+        source=str(path),
+        max_len=max_len,
+        truncate=truncate,
+        valid_fraction=valid_fraction,
+        split_seed=split_seed,
     )
 
 
@@ -131,8 +136,11 @@ def dataset_from_arrays(
     else:
         carve = carve_validation(splits["train"].labels, fraction, split_seed, source)
         whole_train = splits["train"]
-        splits = {"train": whole_train.subset(carve.train), "valid": whole_train.subset(carve.valid),
-                  "test": splits["test"]}
+        splits = {
+            "train": whole_train.subset(carve.train),
+            "valid": whole_train.subset(carve.valid),
+            "test": splits["test"],
+        }
         notes = carve.notes()
     if "aligned" in arrays:
         aligned = bool(_scalar(arrays, "aligned", source))
@@ -140,7 +148,12 @@ def dataset_from_arrays(
         aligned = len({splits["train"].features[m].shape[1] for m in modalities}) == 1
     name = str(_scalar(arrays, "name", source)) if "name" in arrays else Path(source).stem
     return MultimodalDataset(
-        name=name, modalities=modalities, label_names=label_names, splits=splits, aligned=aligned, source=source,
+        name=name,
+        modalities=modalities,
+        label_names=label_names,
+        splits=splits,
+        aligned=aligned,
+        source=source,
         notes=notes,
     )
 

@@ -6,6 +6,7 @@ under the ignorable key ``settings``, an ``argparse.Namespace``; both readers be
 exactly that and refuse everything else with a :class:`DataFormatError` -- never by falling
 back to an unrestricted load.
 """
+
 from __future__ import annotations
 
 import _codecs

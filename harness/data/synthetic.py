@@ -28,6 +28,7 @@ Evidence is placed in a random window covering ``evidence_fraction`` of each sam
 steps, separately for every label and modality, so attending over time pays off. Sequences
 have realistic variable lengths, zero-padded at the end; padded steps are exact zeros.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

@@ -31,6 +31,7 @@ directions when the view has at least as many features as there are labels); abs
 labels push the other way (amplitude sign = label sign), as in the sequence form.
 Features are already on a common scale (no per-feature scaler needed); masks are all True.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -74,8 +75,10 @@ class TabularConfig:
         for name in ("specificity", "label_correlation"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if isinstance(self.n_complementary, bool) or not isinstance(self.n_complementary, int) or not (
-            0 <= self.n_complementary <= (self.n_labels if isinstance(self.n_labels, int) else 0)
+        if (
+            isinstance(self.n_complementary, bool)
+            or not isinstance(self.n_complementary, int)
+            or not (0 <= self.n_complementary <= (self.n_labels if isinstance(self.n_labels, int) else 0))
         ):
             problems.append(f"n_complementary must be an int in [0, n_labels], got {self.n_complementary!r}")
         if len(self.prevalence) != 2 or not all(0.0 < p < 1.0 for p in self.prevalence):

@@ -4,6 +4,7 @@ Every model here sees one vector per sample: the masked time-mean of each modali
 concatenated in ``spec`` order (``models.base.pooled_numpy``), standardised by a
 ``StandardScaler`` fitted on the training split. Scores are probabilities in [0, 1].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class PooledModel(ClassicModel):
         self.config = config
         self.scaler_: StandardScaler | None = None
 
-    def fit(self, inputs, masks, labels) -> "PooledModel":
+    def fit(self, inputs, masks, labels) -> PooledModel:
         check_inputs(self.spec, inputs, masks, labels)
         y = check_binary_labels(labels)
         pooled = pooled_numpy(inputs, masks, self.spec.modality_names)

@@ -1,4 +1,5 @@
 """What every baseline shares: checks of the inputs at the model boundary (presets: ``harness.presets``)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -15,6 +15,7 @@ The Transformer layers are torch's, computed leanly with the same math and rando
 (``models.baselines.layers``); ``checkpoint_layers`` (on in the paper preset) recomputes
 each layer in backward, which changes no result.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ class FusionConfig:
 
 
 FUSION_PRESETS = {
-    "paper": dict(d_model=256, n_heads=8, n_layers=4, ff_mult=4, dropout=0.1, embed_dropout=0.1, checkpoint_layers=True),
+    "paper": dict(
+        d_model=256, n_heads=8, n_layers=4, ff_mult=4, dropout=0.1, embed_dropout=0.1, checkpoint_layers=True
+    ),
     "small": dict(d_model=64, n_heads=4, n_layers=1, ff_mult=2, dropout=0.1, embed_dropout=0.0),
 }
 

@@ -17,6 +17,7 @@ each (B, heads, T_q, T_k); every dropout keeps a bool mask instead of a float on
 (``models.layers.checkpointed``, which replays the random numbers: the same results, up to
 the order in which float gradient contributions are added).
 """
+
 from __future__ import annotations
 
 import math
@@ -98,12 +99,18 @@ def self_attention_encoder(
 ) -> nn.Module:
     """Pre-norm Transformer encoder (GELU) with a final LayerNorm; call with ``src_key_padding_mask``."""
     layer = nn.TransformerEncoderLayer(
-        d_model, n_heads, dim_feedforward=ff_mult * d_model, dropout=dropout,
-        activation="gelu", batch_first=True, norm_first=True,
+        d_model,
+        n_heads,
+        dim_feedforward=ff_mult * d_model,
+        dropout=dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
     )
     # Nested tensors would make eval-mode padding outputs differ from training; masking already suffices.
-    return SelfAttentionEncoder(layer, n_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False,
-                                checkpoint=checkpoint)  # fmt: skip
+    return SelfAttentionEncoder(
+        layer, n_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False, checkpoint=checkpoint
+    )
 
 
 class SelfAttentionEncoder(nn.TransformerEncoder):
@@ -174,9 +181,9 @@ def key_bias(ignore: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | 
     """Additive attention bias (B, 1, 1, T) from a ``key_padding_mask`` (True = ignore): 0 or -inf."""
     if ignore is None:
         return None
-    return torch.zeros(ignore.shape, dtype=like.dtype, device=like.device).masked_fill_(
-        ignore, float("-inf")
-    )[:, None, None, :]
+    return torch.zeros(ignore.shape, dtype=like.dtype, device=like.device).masked_fill_(ignore, float("-inf"))[
+        :, None, None, :
+    ]
 
 
 def dropout_keep(p: float, like: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ sample, how many carry l (C_l in 0..k), and scores l by the Bayesian posterior
 with Laplace-smoothed (strength s) priors and likelihoods estimated on the training set,
 where a training sample's own neighbourhood leaves the sample itself out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -18,6 +18,7 @@ parameters but compute their forward leanly, with the same math and random draws
 recomputes every crossmodal and self-attention layer in backward: the same losses, and
 gradients equal up to the order of float sums (a source feeds several checkpointed layers).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,10 +74,29 @@ class MulTConfig:
 # MulT used 30-40 per modality and 4-5 crossmodal layers; 128 keeps the per-target width
 # (M-1) * d = 256 for three modalities, the size of the other baselines and of CARAT.
 MULT_PRESETS = {
-    "paper": dict(d_model=128, n_heads=8, cross_layers=4, self_layers=3, ff_mult=4,
-                  dropout=0.1, embed_dropout=0.25, out_dropout=0.1, pool="last", checkpoint_layers=True),
-    "small": dict(d_model=64, n_heads=4, cross_layers=1, self_layers=1, ff_mult=2,
-                  dropout=0.1, embed_dropout=0.0, out_dropout=0.1, pool="last"),
+    "paper": dict(
+        d_model=128,
+        n_heads=8,
+        cross_layers=4,
+        self_layers=3,
+        ff_mult=4,
+        dropout=0.1,
+        embed_dropout=0.25,
+        out_dropout=0.1,
+        pool="last",
+        checkpoint_layers=True,
+    ),
+    "small": dict(
+        d_model=64,
+        n_heads=4,
+        cross_layers=1,
+        self_layers=1,
+        ff_mult=2,
+        dropout=0.1,
+        embed_dropout=0.0,
+        out_dropout=0.1,
+        pool="last",
+    ),
 }
 
 
@@ -112,8 +132,9 @@ class CrossmodalLayer(nn.Module):
 class CrossmodalTransformer(nn.Module):
     """A stack of crossmodal layers (source -> target) with a final LayerNorm."""
 
-    def __init__(self, d_model: int, n_heads: int, n_layers: int, ff_mult: int, dropout: float,
-                 checkpoint: bool = False):  # fmt: skip
+    def __init__(
+        self, d_model: int, n_heads: int, n_layers: int, ff_mult: int, dropout: float, checkpoint: bool = False
+    ):
         super().__init__()
         self.layers = nn.ModuleList(CrossmodalLayer(d_model, n_heads, ff_mult, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
@@ -153,8 +174,9 @@ class MulT(LogitModel):
         )
         self.self_attention = nn.ModuleDict(
             {
-                m: self_attention_encoder(width, config.n_heads, config.self_layers, config.ff_mult, config.dropout,
-                                          config.checkpoint_layers)  # fmt: skip
+                m: self_attention_encoder(
+                    width, config.n_heads, config.self_layers, config.ff_mult, config.dropout, config.checkpoint_layers
+                )
                 for m in names
             }
         )

@@ -7,6 +7,7 @@ distribution alone gives; a model that scores near it has learnt nothing from th
 The inputs are still checked against the data spec, like every other model's, so that it
 is run on the same data as the models it is compared with.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class LabelPrior(ClassicModel):
         self.config = config
         self.frequencies_: np.ndarray | None = None  # (C,) share of training samples carrying each label
 
-    def fit(self, inputs, masks, labels) -> "LabelPrior":
+    def fit(self, inputs, masks, labels) -> LabelPrior:
         n = check_inputs(self.spec, inputs, masks, labels)
         if n == 0:
             raise ValueError("the prior needs at least one training sample")

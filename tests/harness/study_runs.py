@@ -1,5 +1,6 @@
 """Helpers for the reliability tests: write a tiny study, run `invoke ablate` as a user would
 (a separate process in the repository root), and read back what Optuna and MLflow hold."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,19 @@ def write_study(folder: Path, name: str, variants=("carat", "no_shuffle"), seeds
 
 
 def ablate_command(study: Path, storage: str, tracking_uri: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "invoke", "ablate", "--study", str(study), "--storage", storage,
-            "--tracking-uri", tracking_uri, *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "invoke",
+        "ablate",
+        "--study",
+        str(study),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking_uri,
+        *extra,
+    ]
 
 
 def child_env() -> dict:
@@ -46,8 +58,9 @@ def start(command: list[str], log: Path) -> subprocess.Popen:
     """Start a command in its own process group (so it and its workers can be killed together),
     stdout and stderr going to ``log``."""
     with open(log, "wb") as out:
-        return subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            command, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str]:

@@ -1,11 +1,11 @@
 """The micro-benchmark cases run and report plain data (no timing is asserted), and the bench task."""
+
 import importlib.util
 import json
 
 import pytest
 import torch
 from invoke import Context
-from invoke.exceptions import Exit
 
 import models
 from harness import bench
@@ -43,16 +43,25 @@ def test_run_case_reports_plain_numbers(name):
 
 
 def test_bf16_case_runs_under_autocast_and_uses_the_bf16_peak():
-    result = run_case("variant-no_contrastive", preset="small", batch=2, steps=1, threads=1, isolate=False,
-                      precision="bf16", peaks=PEAKS)  # fmt: skip
+    result = run_case(
+        "variant-no_contrastive",
+        preset="small",
+        batch=2,
+        steps=1,
+        threads=1,
+        isolate=False,
+        precision="bf16",
+        peaks=PEAKS,
+    )
     assert result["precision"] == "bf16" and result["peak_gflops"] == 400.0
 
 
 def _tiny_carat(**overrides):
     spec = DataSpec({"text": (5, 4), "audio": (5, 3)}, ("a", "b"))
     torch.manual_seed(0)
-    model = models.create("carat", spec, hidden_size=16, latent_size=8, depths=(2,), heads=2, queue_size=64,
-                          **overrides)  # fmt: skip
+    model = models.create(
+        "carat", spec, hidden_size=16, latent_size=8, depths=(2,), heads=2, queue_size=64, **overrides
+    )
     return model, bench._random_batch(spec, 4)
 
 
@@ -98,8 +107,17 @@ def bench_task(repo_root, monkeypatch):
     spec.loader.exec_module(module)
 
     def fake_case(name, preset, batch, steps, threads, isolate=True, precision="fp32", peaks=None):
-        return {"case": name, "preset": preset, "precision": precision, "batch": batch, "median_step_ms": 1.5,
-                "peak_rss_mb": 10.0, "gflop_per_step": 1.0, "fraction_of_peak": 0.5, "torch": "x"}  # fmt: skip
+        return {
+            "case": name,
+            "preset": preset,
+            "precision": precision,
+            "batch": batch,
+            "median_step_ms": 1.5,
+            "peak_rss_mb": 10.0,
+            "gflop_per_step": 1.0,
+            "fraction_of_peak": 0.5,
+            "torch": "x",
+        }
 
     monkeypatch.setattr(bench, "run_case", fake_case)
     monkeypatch.setattr(bench, "case_names", lambda: ["carat-step", "inference"])
@@ -124,8 +142,11 @@ def test_task_refuses_a_non_numeric_count_with_one_message(repo_root, option):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--only", "carat-step", f"--{option}", "many"],
-                          cwd=repo_root, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "bench", "--only", "carat-step", f"--{option}", "many"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.strip() == f"error: --{option} must be a whole number, got 'many'"
-
-

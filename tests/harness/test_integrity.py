@@ -2,6 +2,7 @@
 process): a changed data file is a new configuration that runs, and the command line and the
 report then agree; a run killed mid-way resumes at its epoch and ends bit-identical; smoke tests
 keep to their own experiment; bad study options stop with one line and create nothing."""
+
 import re
 import time
 from pathlib import Path
@@ -11,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from study_runs import ablate_command, kill_group, mlflow_runs, run, start, write_study
 
 import reports
 from harness.data import load, save_npz
-from study_runs import ablate_command, kill_group, mlflow_runs, run, start, write_study
 
 
 def _stores(folder: Path) -> tuple[str, str]:
@@ -29,8 +30,15 @@ def _cli_means(output: str) -> dict[str, float]:
 
 def test_a_changed_data_file_runs_again_and_the_cli_and_the_report_agree(tmp_path):
     data_file = save_npz(load("synthetic", size="tiny", seq_len=8), tmp_path / "data.npz")
-    study = write_study(tmp_path, "changing", variants=("br", "knn_br"), seeds=(1, 2), dataset="npz",
-                        dataset_options={}, data_path=str(data_file))  # fmt: skip
+    study = write_study(
+        tmp_path,
+        "changing",
+        variants=("br", "knn_br"),
+        seeds=(1, 2),
+        dataset="npz",
+        dataset_options={},
+        data_path=str(data_file),
+    )
     storage, tracking_uri = _stores(tmp_path)
     command = ablate_command(study, storage, tracking_uri)
 
@@ -52,8 +60,11 @@ def test_a_changed_data_file_runs_again_and_the_cli_and_the_report_agree(tmp_pat
     reports.generate(["changing"], tracking_uri=tracking_uri, storage=storage, out_dir=tmp_path / "build")
     table = pd.read_csv(tmp_path / "build" / "changing" / "results.csv").set_index("variant")
     assert {v: round(table.loc[v, "micro_f1_mean"], 4) for v in table.index} == after
-    fingerprints = {r.data.tags["data_fingerprint"] for r in mlflow_runs(tracking_uri, "changing")
-                    if r.data.tags.get("phase") == "repeat"}  # fmt: skip
+    fingerprints = {
+        r.data.tags["data_fingerprint"]
+        for r in mlflow_runs(tracking_uri, "changing")
+        if r.data.tags.get("phase") == "repeat"
+    }
     assert len(fingerprints) == 2  # each run knows which data it read
     page = (tmp_path / "build" / "index.html").read_text()
     assert "older) configurations of this study are not reported" in page
@@ -89,8 +100,9 @@ def test_a_run_killed_during_an_epoch_resumes_there_and_ends_bit_identical(tmp_p
 
     code, output = run(command, tmp_path / "resumed.log")
     assert code == 0, output
-    code, output = run(ablate_command(study, *_stores(clean_dir), "--checkpoint-dir", str(clean_dir / "ck")),
-                       tmp_path / "clean.log")  # fmt: skip
+    code, output = run(
+        ablate_command(study, *_stores(clean_dir), "--checkpoint-dir", str(clean_dir / "ck")), tmp_path / "clean.log"
+    )
     assert code == 0, output
 
     def repeat_run(folder):
@@ -105,10 +117,13 @@ def test_a_run_killed_during_an_epoch_resumes_there_and_ends_bit_identical(tmp_p
     assert sorted(r.info.status for r in attempts) == ["FAILED", "FINISHED"]  # the killed attempt is on record
     test_metrics = {k: v for k, v in clean.data.metrics.items() if k.startswith("test_")}
     assert {k: resumed.data.metrics[k] for k in test_metrics} == test_metrics  # bit-identical
-    losses = [MlflowClient(_stores(f)[1]).get_metric_history(r.info.run_id, "train_loss")
-              for f, r in ((killed_dir, resumed), (clean_dir, clean))]  # fmt: skip
-    assert [(m.step, m.value) for m in sorted(losses[0], key=lambda m: m.step)] == \
-        [(m.step, m.value) for m in sorted(losses[1], key=lambda m: m.step)]  # fmt: skip
+    losses = [
+        MlflowClient(_stores(f)[1]).get_metric_history(r.info.run_id, "train_loss")
+        for f, r in ((killed_dir, resumed), (clean_dir, clean))
+    ]
+    assert [(m.step, m.value) for m in sorted(losses[0], key=lambda m: m.step)] == [
+        (m.step, m.value) for m in sorted(losses[1], key=lambda m: m.step)
+    ]
     assert not list(checkpoints.rglob("*.pt"))  # cleaned up once the run was in MLflow
 
 
@@ -185,17 +200,30 @@ def constant_scores(spec, preset="small", **overrides):
 
 def test_a_run_that_predicts_a_constant_is_flagged_in_mlflow_and_the_cli(tmp_path):
     (tmp_path / "constant.py").write_text(CONSTANT_MODEL)
-    study = write_study(tmp_path, "flags", variants=("constant_scores", "br"), seeds=(1, 2), epochs=2,
-                        plugins=["constant.py"], dataset="synthetic_tabular",
-                        dataset_options={"n_train": 300, "n_valid": 100, "n_test": 100})  # fmt: skip
+    study = write_study(
+        tmp_path,
+        "flags",
+        variants=("constant_scores", "br"),
+        seeds=(1, 2),
+        epochs=2,
+        plugins=["constant.py"],
+        dataset="synthetic_tabular",
+        dataset_options={"n_train": 300, "n_valid": 100, "n_test": 100},
+    )
     storage, tracking_uri = _stores(tmp_path)
     code, output = run(ablate_command(study, storage, tracking_uri), tmp_path / "out.log")
     assert code == 0, output
-    assert re.search(r"WARNING: constant_scores / default: 2 of 2 runs are no finding \(seeds 1, 2\): constant "
-                     r"predictor", output)  # fmt: skip
+    assert re.search(
+        r"WARNING: constant_scores / default: 2 of 2 runs are no finding \(seeds 1, 2\): constant "
+        r"predictor",
+        output,
+    )
     assert "WARNING: br" not in output  # a model that uses its input is not flagged
-    runs = {(r.data.tags["variant"], r.data.tags["seed"]): r for r in mlflow_runs(tracking_uri, "flags")
-            if r.data.tags.get("phase") == "repeat"}  # fmt: skip
+    runs = {
+        (r.data.tags["variant"], r.data.tags["seed"]): r
+        for r in mlflow_runs(tracking_uri, "flags")
+        if r.data.tags.get("phase") == "repeat"
+    }
     for seed in ("1", "2"):
         flagged = runs[("constant_scores", seed)]
         assert flagged.data.tags["degenerate"].startswith("constant predictor")

@@ -38,9 +38,7 @@ def test_matches_sklearn(random_case, threshold):
     assert got["hamming_loss"] == pytest.approx(skm.hamming_loss(y, pred))
     assert got["subset_acc"] == pytest.approx(skm.accuracy_score(y, pred))
     assert got["example_f1"] == pytest.approx(skm.f1_score(y, pred, average="samples", zero_division=0))
-    np.testing.assert_allclose(
-        per_label_f1(y, scores, threshold), skm.f1_score(y, pred, average=None, zero_division=0)
-    )
+    np.testing.assert_allclose(per_label_f1(y, scores, threshold), skm.f1_score(y, pred, average=None, zero_division=0))
 
 
 def test_threshold_is_strict_and_per_label():
@@ -147,9 +145,13 @@ def test_constant_predictor_is_flagged_and_a_learning_one_is_not(random_case):
 
 @pytest.mark.parametrize(
     "scores, tol, message",
-    [(np.zeros((0, 3)), 0.01, "non-empty"), (np.zeros(4), 0.01, "non-empty"),
-     (np.full((3, 2), np.nan), 0.01, "NaN"), (np.zeros((3, 2)), -1.0, "tol")],
-)  # fmt: skip
+    [
+        (np.zeros((0, 3)), 0.01, "non-empty"),
+        (np.zeros(4), 0.01, "non-empty"),
+        (np.full((3, 2), np.nan), 0.01, "NaN"),
+        (np.zeros((3, 2)), -1.0, "tol"),
+    ],
+)
 def test_spread_and_constant_refuse_bad_input(scores, tol, message):
     with pytest.raises(ValueError, match=message):
         is_constant_predictor(scores, tol=tol)

@@ -1,5 +1,6 @@
 """The optimisers of harness.optim: the reference's BertAdam + warmup_linear against the update rule of
 CARAT.md section 5 computed by hand, its decay groups, and ``adamw`` against the trainer's earlier code."""
+
 import math
 
 import numpy as np
@@ -129,14 +130,20 @@ def test_carat_and_baseline_decay_groups():
     spec = DataSpec({"text": (3, 4), "audio": (5, 2)}, ("a", "b"), aligned=False)
     carat = models.create("carat", spec, hidden_size=8, latent_size=4, depths=(1,), heads=2, queue_size=256)
     decay, no_decay = (dict(group) for group in decay_groups(carat))
-    layer_norms = {f"{m}.{k}" for m, mod in carat.named_modules() if isinstance(mod, nn.LayerNorm)
-                   for k in ("weight", "bias")}
+    layer_norms = {
+        f"{m}.{k}" for m, mod in carat.named_modules() if isinstance(mod, nn.LayerNorm) for k in ("weight", "bias")
+    }
     assert layer_norms <= set(no_decay)  # encoder and input LayerNorms, whatever their names
     assert {"input_norms.0.weight", "encoders.0.norm.weight", "encoders.0.layers.0.attn_norm.weight"} <= set(no_decay)
     assert {"latent_encoder.biases.0", "encoders.0.project.bias", "aligners.0.lstm.bias_ih_l0"} <= set(no_decay)
     assert set(no_decay) == layer_norms | {n for n, _ in carat.named_parameters() if "bias" in n}
-    assert {"classifier", "encoders.0.positions.weight", "latent_encoder.weights.0", "aligners.0.lstm.weight_ih_l0",
-            "label_attention.0.score.weight"} <= set(decay)
+    assert {
+        "classifier",
+        "encoders.0.positions.weight",
+        "latent_encoder.weights.0",
+        "aligners.0.lstm.weight_ih_l0",
+        "label_attention.0.score.weight",
+    } <= set(decay)
     assert not any("bias" in n for n in decay)
     mult = models.create("mult", DataSpec({"a": (2, 3), "b": (2, 3)}, ("x",)), d_model=8, n_heads=2)
     decay, no_decay = (dict(group) for group in decay_groups(mult))

@@ -1,6 +1,7 @@
 """The multi-machine recipe for real: one PostgreSQL server (Optuna), one `mlflow server` backed by
 it, and three `invoke ablate` processes started at the same moment on the same study, as three
 machines would be. Every unit runs exactly once and no password leaks anywhere."""
+
 import json
 import os
 import signal
@@ -8,8 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
-from harness.storage import with_shipped_driver
 from study_runs import (
     REPO,
     ablate_command,
@@ -21,6 +20,8 @@ from study_runs import (
     wait_for_http,
     write_study,
 )
+
+from harness.storage import with_shipped_driver
 
 VARIANTS, SEEDS = ("carat", "no_shuffle"), (1, 2)
 
@@ -34,12 +35,30 @@ def mlflow_server(postgres_server, tmp_path_factory):
     # The server needs the driver named: SQLAlchemy 2.1 would pick psycopg 3 (not installed).
     backend = with_shipped_driver(postgres_server.create_database("mlflow"))
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--artifacts-destination", str(folder / "mlartifacts")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--artifacts-destination",
+        str(folder / "mlartifacts"),
+    ]
     log = open(folder / "server.log", "wb")
     # The backend URI (with its password) travels in the environment, never on a command line.
-    process = subprocess.Popen(command, cwd=folder, env={**os.environ, "MLFLOW_BACKEND_STORE_URI": backend},
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=folder,
+        env={**os.environ, "MLFLOW_BACKEND_STORE_URI": backend},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout=180)
         yield f"http://127.0.0.1:{port}"
@@ -91,8 +110,13 @@ def test_machines_starting_together_on_fresh_databases_all_get_in(postgres_serve
         "open_optuna_storage(sys.argv[3]); prepare_tracking(sys.argv[4])\n"
     )
     machines = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(i), optuna_url, mlflow_url], cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), str(i), optuna_url, mlflow_url],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(3)
     ]
     for machine in machines:

@@ -1,4 +1,5 @@
 """TrainConfig.precision: what each value resolves to, and the trainer running under it."""
+
 import numpy as np
 import pytest
 import torch
@@ -63,9 +64,11 @@ def _split(n, rng):
 def data():
     rng = np.random.default_rng(0)
     return MultimodalDataset(
-        name="toy", modalities=("a",), label_names=("x", "y"),
+        name="toy",
+        modalities=("a",),
+        label_names=("x", "y"),
         splits={"train": _split(48, rng), "valid": _split(16, rng), "test": _split(16, rng)},
-    )  # fmt: skip
+    )
 
 
 class Recording(NeuralModel):
@@ -86,7 +89,9 @@ class Recording(NeuralModel):
         return torch.sigmoid(self._logits(inputs, masks, "score").float())
 
     def training_loss(self, inputs, masks, labels):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(self._logits(inputs, masks, "train").float(), labels)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            self._logits(inputs, masks, "train").float(), labels
+        )
         return LossOutput(loss, {"bce": loss})
 
 

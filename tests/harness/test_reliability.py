@@ -1,6 +1,7 @@
 """`invoke ablate` as a user runs it, under the failures that happen at scale: several local
 workers on the embedded stores, a worker killed mid-run, a loss that blows up, an unreachable
 store, and the MLflow UI's network exposure."""
+
 import re
 import socket
 import subprocess
@@ -10,9 +11,6 @@ import time
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-
-from harness.storage import open_optuna_storage
-from harness.tracking import FINAL_METRICS
 from study_runs import (
     REPO,
     ablate_command,
@@ -25,6 +23,9 @@ from study_runs import (
     wait_for_http,
     write_study,
 )
+
+from harness.storage import open_optuna_storage
+from harness.tracking import FINAL_METRICS
 
 
 def _stores(tmp_path):
@@ -111,9 +112,12 @@ def test_a_run_whose_loss_blows_up_fails_alone_with_epoch_and_step(tmp_path):
     # not finite. Batches of 8 give 4 steps per epoch of the 32 tiny training samples. (A fusion
     # baseline blows up: CARAT's contrastive term refuses NaN latents before its loss is formed.)
     study = write_study(
-        tmp_path, "blowup", variants=("carat", "late_fusion"), seeds=(1,),
+        tmp_path,
+        "blowup",
+        variants=("carat", "late_fusion"),
+        seeds=(1,),
         variant_overrides={"late_fusion": {"lr": 1.0e30, "batch_size": 8}},
-    )  # fmt: skip
+    )
     storage, tracking_uri = _stores(tmp_path)
     code, output = run(ablate_command(study, storage, tracking_uri), tmp_path / "out.log")
     assert code == 1, output

@@ -1,29 +1,35 @@
 """The study runner through its public surface (``runner.run`` and the work queue): a unit queued
 twice runs once, failed units are retried and finished ones are not, the tracking store is the
 one source of results, the same seeds give the same runs, and a silent worker's unit is taken over."""
+
 import time
 from dataclasses import asdict
 
 import pytest
 from optuna.trial import TrialState
+from study_runs import mlflow_runs
 
 from harness import results, runner, studies, tracking, workqueue
 from harness.storage import open_optuna_storage
 from harness.workqueue import WorkQueue
-from study_runs import mlflow_runs
 
 TINY = {"dataset": "synthetic", "dataset_options": {"size": "tiny", "seq_len": 8}}
 
 
 def _study(name="queue", variants=("carat",), seeds=(1,), **fields):
-    return studies.from_dict({"name": name, "variants": list(variants), "seeds": list(seeds), "epochs": 1, **TINY,
-                              **fields})  # fmt: skip
+    return studies.from_dict(
+        {"name": name, "variants": list(variants), "seeds": list(seeds), "epochs": 1, **TINY, **fields}
+    )
 
 
 def _options(tmp_path, tracking_db="mlflow.db", storage=None, **more):
-    return runner.RunOptions(storage=storage or str(tmp_path / "optuna.journal"),
-                             tracking_uri=f"sqlite:///{tmp_path / tracking_db}", progress=False,
-                             checkpoint_dir=str(tmp_path / "checkpoints"), **more)  # fmt: skip
+    return runner.RunOptions(
+        storage=storage or str(tmp_path / "optuna.journal"),
+        tracking_uri=f"sqlite:///{tmp_path / tracking_db}",
+        progress=False,
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+        **more,
+    )
 
 
 def _repeat_queue(options, study) -> WorkQueue:
@@ -52,7 +58,9 @@ def test_a_unit_queued_twice_runs_once(tmp_path):
 
 def test_failed_units_are_retried_and_finished_ones_are_not(tmp_path):
     # A learning rate of 1e30 blows late_fusion up after its first update: that unit fails alone.
-    study = _study(variants=("carat", "late_fusion"), variant_overrides={"late_fusion": {"lr": 1.0e30, "batch_size": 8}})
+    study = _study(
+        variants=("carat", "late_fusion"), variant_overrides={"late_fusion": {"lr": 1.0e30, "batch_size": 8}}
+    )
     options = _options(tmp_path)
     outcome = runner.run(study, options)
     assert [u["variant"] for u in outcome.finished] == ["carat"]
@@ -63,7 +71,10 @@ def test_failed_units_are_retried_and_finished_ones_are_not(tmp_path):
     assert again.ran == 0 and [u["variant"] for u in again.failed] == ["late_fusion"]
     trials = _repeat_queue(options, study).trials()
     assert sorted((t.user_attrs["variant"], t.state.name) for t in trials) == [
-        ("carat", "COMPLETE"), ("late_fusion", "FAIL"), ("late_fusion", "FAIL")]  # fmt: skip
+        ("carat", "COMPLETE"),
+        ("late_fusion", "FAIL"),
+        ("late_fusion", "FAIL"),
+    ]
 
 
 def _history(client, run) -> list[float]:
@@ -79,11 +90,15 @@ def test_same_seeds_in_fresh_stores_give_identical_runs_and_a_rerun_trains_nothi
         assert runner.run(study, options).ok
         client = tracking.client_for(options.tracking_uri)
         repeats = [r for r in mlflow_runs(options.tracking_uri, "det") if r.data.tags["phase"] == "repeat"]
-        found.append({
-            int(r.data.tags["seed"]): ({k: v for k, v in r.data.metrics.items() if k.startswith("test_")},
-                                       _history(client, r))
-            for r in repeats
-        })  # fmt: skip
+        found.append(
+            {
+                int(r.data.tags["seed"]): (
+                    {k: v for k, v in r.data.metrics.items() if k.startswith("test_")},
+                    _history(client, r),
+                )
+                for r in repeats
+            }
+        )
     assert sorted(found[0]) == [1, 2]
     for seed in (1, 2):
         metrics, losses = found[0][seed]

@@ -1,4 +1,5 @@
 """Every shipped study runs end to end in its quick form (tiny data, 1 epoch, 1 seed)."""
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -17,8 +18,13 @@ def test_shipped_study_runs_quick(tmp_path, request, name):
     outcome = runner.run(study, options)
 
     assert outcome.ok, (outcome.failed, outcome.missing)
-    expected = {(v, d.name, s, seed) for v in study.variants for d in study.datasets for s in study.settings()
-                for seed in study.seeds}  # fmt: skip
+    expected = {
+        (v, d.name, s, seed)
+        for v in study.variants
+        for d in study.datasets
+        for s in study.settings()
+        for seed in study.seeds
+    }
     assert {(u["variant"], u["dataset"], u["setting"], u["seed"]) for u in outcome.finished} == expected
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(f"{name}.quick")  # smoke tests keep to their own experiment

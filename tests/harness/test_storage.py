@@ -1,4 +1,5 @@
 """Storage and tracking URIs: passwords are redacted, defaults open, bad URIs fail with one clear message."""
+
 import socket
 import sqlite3
 

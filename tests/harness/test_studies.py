@@ -1,4 +1,5 @@
 """Study files: every shipped study loads; malformed ones are refused with file, field and choices."""
+
 import pytest
 import yaml
 
@@ -42,7 +43,10 @@ def _write(tmp_path, **fields):
         ({"variants": []}, r"field 'variants': must list at least one variant"),
         ({"preset": "huge"}, r"field 'preset': unknown preset 'huge'; valid: paper, small"),
         ({"trials": True}, r"field 'trials': must be int"),
-        ({"search_space": {"lr": {"low": 0.1, "high": 0.01}}, "trials": 3}, r"search_space\.lr'.*low \(0\.1\) must not exceed high"),
+        (
+            {"search_space": {"lr": {"low": 0.1, "high": 0.01}}, "trials": 3},
+            r"search_space\.lr'.*low \(0\.1\) must not exceed high",
+        ),
         ({"search_space": {"lr": {"low": 0, "high": 1, "log": True}}, "trials": 3}, r"log-scaled range needs low > 0"),
         ({"search_space": {"lr": {"low": 0.1}}, "trials": 3}, r"needs both low and high"),
         ({"search_space": {"lr": {"low": 0.1, "high": 1, "step": 2}}, "trials": 3}, r"unknown key\(s\) \['step'\]"),
@@ -116,11 +120,14 @@ def test_the_data_is_part_of_a_configuration():
 
 
 def test_a_study_may_name_several_data_sets(tmp_path):
-    path = _write(tmp_path, datasets=[
-        {"name": "synthetic", "options": {"size": "tiny"}},
-        {"name": "synthetic", "label": "unaligned", "options": {"size": "tiny", "aligned": False}},
-        {"name": "npz", "data_path": "data/my.npz"},
-    ])  # fmt: skip
+    path = _write(
+        tmp_path,
+        datasets=[
+            {"name": "synthetic", "options": {"size": "tiny"}},
+            {"name": "synthetic", "label": "unaligned", "options": {"size": "tiny", "aligned": False}},
+            {"name": "npz", "data_path": "data/my.npz"},
+        ],
+    )
     study = studies.load(path)
     assert [d.name for d in study.datasets] == ["synthetic", "unaligned", "npz"]
     assert study.datasets[2].data_path == str(tmp_path / "data" / "my.npz")  # relative to the study file
@@ -135,8 +142,11 @@ def test_a_study_may_name_several_data_sets(tmp_path):
 @pytest.mark.parametrize(
     "fields, expected",
     [
-        ({"dataset_options": {"colour": 1}}, r"field 'dataset_options': unknown option\(s\) \['colour'\] for data set "
-                                            r"'synthetic'; valid: size"),
+        (
+            {"dataset_options": {"colour": 1}},
+            r"field 'dataset_options': unknown option\(s\) \['colour'\] for data set "
+            r"'synthetic'; valid: size",
+        ),
         ({"datasets": [{"name": "emotions", "options": {"k": 1}}]}, r"field 'datasets\[0\]\.options': unknown option"),
         ({"datasets": [{"name": "nope"}]}, r"field 'datasets\[0\]': unknown data set 'nope'; valid: synthetic"),
         ({"datasets": ["synthetic", "synthetic"]}, r"data set names must be unique"),

@@ -1,4 +1,5 @@
 """The trainer on a tiny hand-made data set and a tiny model defined here."""
+
 import numpy as np
 import pytest
 import torch
@@ -21,9 +22,11 @@ def _split(n, rng):
 def data():
     rng = np.random.default_rng(0)
     return MultimodalDataset(
-        name="toy", modalities=("a", "b"), label_names=("x", "y"),
+        name="toy",
+        modalities=("a", "b"),
+        label_names=("x", "y"),
         splits={"train": _split(96, rng), "valid": _split(32, rng), "test": _split(32, rng)},
-    )  # fmt: skip
+    )
 
 
 class Linear(NeuralModel):
@@ -137,12 +140,18 @@ def test_tuned_thresholds_come_from_validation_only(data):
     assert result.thresholds.shape == (2,)
     # Corrupting the test labels must not move the thresholds (they are chosen on valid).
     flipped = MultimodalDataset(
-        name="toy", modalities=data.modalities, label_names=data.label_names,
-        splits={**data.splits, "test": Split(data.splits["test"].features, data.splits["test"].masks,
-                                              1 - data.splits["test"].labels)},
-    )  # fmt: skip
+        name="toy",
+        modalities=data.modalities,
+        label_names=data.label_names,
+        splits={
+            **data.splits,
+            "test": Split(data.splits["test"].features, data.splits["test"].masks, 1 - data.splits["test"].labels),
+        },
+    )
     torch.manual_seed(0)
-    np.testing.assert_array_equal(trainer.fit(Linear(), flipped, _cfg(tune_threshold=True)).thresholds, result.thresholds)
+    np.testing.assert_array_equal(
+        trainer.fit(Linear(), flipped, _cfg(tune_threshold=True)).thresholds, result.thresholds
+    )
 
 
 def test_cuda_request_without_cuda_is_a_clear_error():
@@ -202,4 +211,6 @@ def test_a_checkpoint_of_another_configuration_is_set_aside_not_resumed(tmp_path
     assert "written by another configuration" in capsys.readouterr().out
     trainer.seed_everything(0)
     whole = trainer.fit(Linear(), data, other)
-    assert resumed.history == whole.history and resumed.history[0]["train_loss"] == whole.history[0]["train_loss"]  # the same as a fresh run
+    assert (
+        resumed.history == whole.history and resumed.history[0]["train_loss"] == whole.history[0]["train_loss"]
+    )  # the same as a fresh run

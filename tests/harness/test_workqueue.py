@@ -1,5 +1,6 @@
 """The work queue's public surface: exclusive claims that never create trials, immediate failing
 of a dead worker's unit on this host, and Optuna's heartbeats re-queueing a silent one."""
+
 import subprocess
 import time
 
@@ -83,8 +84,9 @@ def test_a_silent_worker_on_an_rdb_storage_is_failed_and_its_unit_requeued_by_op
 
 
 def test_pruning_goes_through_the_claimed_trial(tmp_path):
-    queue = WorkQueue(open_optuna_storage(str(tmp_path / "optuna.journal")), "tune",
-                      pruner=optuna.pruners.ThresholdPruner(lower=0.5))  # fmt: skip
+    queue = WorkQueue(
+        open_optuna_storage(str(tmp_path / "optuna.journal")), "tune", pruner=optuna.pruners.ThresholdPruner(lower=0.5)
+    )
     queue.enqueue({"variant": "carat"})
     claim = queue.claim()
     x = claim.trial.suggest_float("lr", 1e-4, 1e-2, log=True)

@@ -1,4 +1,5 @@
 """Model tests run tiny shapes: one torch thread each."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Baselines behind the model contract: learn a tiny synthetic problem, respect masks, stay deterministic."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -92,8 +93,15 @@ def test_unknown_field_and_preset_are_refused(name):
 
 
 @pytest.mark.parametrize(
-    "name, bad", [("br", dict(C=0.0)), ("cc", dict(n_chains=0)), ("mlknn", dict(k=0)), ("knn_br", dict(weights="x")),
-                  ("early_fusion", dict(d_model=10, n_heads=4)), ("mult", dict(pool="max"))]
+    "name, bad",
+    [
+        ("br", dict(C=0.0)),
+        ("cc", dict(n_chains=0)),
+        ("mlknn", dict(k=0)),
+        ("knn_br", dict(weights="x")),
+        ("early_fusion", dict(d_model=10, n_heads=4)),
+        ("mult", dict(pool="max")),
+    ],
 )
 def test_invalid_config_values_are_refused(name, bad):
     with pytest.raises(ValueError):
@@ -282,8 +290,9 @@ def train_steps(model, split, steps: int, seed: int = 0) -> list[float]:
     losses = []
     for _ in range(steps):
         batch = torch.randint(0, len(labels), (32,), generator=generator)
-        out = model.training_loss({m: x[batch] for m, x in inputs.items()}, {m: k[batch] for m, k in masks.items()},
-                                  labels[batch])
+        out = model.training_loss(
+            {m: x[batch] for m, x in inputs.items()}, {m: k[batch] for m, k in masks.items()}, labels[batch]
+        )
         assert set(out.parts) == {"bce"} and torch.equal(out.parts["bce"], out.total)
         optimiser.zero_grad()
         out.total.backward()

@@ -6,15 +6,16 @@ module (``nn.TransformerEncoder.forward``; for MulT's crossmodal layer, its prev
 copied here), in evaluation and in training with dropout (the same random draws), and
 RECORDED holds values the previous implementation gave (commit 0196957) at a tiny size.
 """
+
 import numpy as np
 import pytest
 import torch
+from test_baselines import LAYOUTS, as_torch, make_split, spec_of
 from torch import nn
 
 import models
 from models.baselines.layers import has_real_step, keys_to_ignore, self_attention_encoder
 from models.baselines.mult import CrossmodalLayer
-from test_baselines import LAYOUTS, as_torch, make_split, spec_of
 
 NEURAL = ("early_fusion", "late_fusion", "mult")
 
@@ -31,7 +32,9 @@ RECORDED = {
             [0.4777393937110901, 0.5317685008049011, 0.5484758019447327],
             [0.4695993959903717, 0.5031036138534546, 0.5430026650428772],
         ],
-        loss=0.6813933253288269, grad_norm=0.26505438340124554, next_random=0.944762110710144,
+        loss=0.6813933253288269,
+        grad_norm=0.26505438340124554,
+        next_random=0.944762110710144,
     ),
     "late_fusion": dict(
         scores=[
@@ -41,7 +44,9 @@ RECORDED = {
             [0.4724191427230835, 0.4946143925189972, 0.4855918884277344],
             [0.47288814187049866, 0.5325347781181335, 0.46942129731178284],
         ],
-        loss=0.6882739067077637, grad_norm=0.20088945842304898, next_random=0.4357414245605469,
+        loss=0.6882739067077637,
+        grad_norm=0.20088945842304898,
+        next_random=0.4357414245605469,
     ),
     "mult": dict(
         scores=[
@@ -51,7 +56,9 @@ RECORDED = {
             [0.2699000835418701, 0.5561679005622864, 0.5712680220603943],
             [0.42131465673446655, 0.38407638669013977, 0.6083783507347107],
         ],
-        loss=0.7635088562965393, grad_norm=1.8645921692852154, next_random=0.8208320140838623,
+        loss=0.7635088562965393,
+        grad_norm=1.8645921692852154,
+        next_random=0.8208320140838623,
     ),
 }
 

@@ -1,4 +1,5 @@
 """CARAT: shapes, masks, state updates, vectorised pieces, determinism, config and registry."""
+
 import re
 
 import pytest
@@ -15,7 +16,6 @@ from models.carat import (
     shuffle_indices,
     shuffled_samples,
 )
-
 
 TINY = dict(hidden_size=16, latent_size=8, depths=(1,), heads=2, dropout=0.0, queue_size=256)  # >= one push
 SPEC3 = DataSpec({"text": (6, 5), "visual": (8, 3), "audio": (1, 4)}, ("a", "b", "c"))
@@ -107,8 +107,10 @@ def test_a_queue_shorter_than_one_push_is_refused_before_training():
     emotions = DataSpec({"timbre": (1, 64), "rhythm": (1, 8)}, tuple("abcdef"))
     assert models.create("carat", emotions, preset="small").push_size(32) == 1152  # the emotions study, batch 32
     short = models.create("carat", mosei, preset="small", queue_size=1024)
-    message = ("queue_size 1024 is shorter than one push of 3456 vectors "
-               "(batch 64 x 3 levels x 3 modalities x 6 labels); use queue_size >= 3456")
+    message = (
+        "queue_size 1024 is shorter than one push of 3456 vectors "
+        "(batch 64 x 3 levels x 3 modalities x 6 labels); use queue_size >= 3456"
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         short.check_training(64)
     short.check_training(18)  # 18 x 3 x 3 x 6 = 972 fits
@@ -283,8 +285,16 @@ def test_bad_inputs_are_refused():
 
 
 def test_every_variant_is_registered_with_a_description():
-    names = ["carat", "no_contrastive", "no_shuffle", "no_sample_shuffle", "no_modality_shuffle",
-             "no_reconstruction", "no_maxpool", "no_aggregation"]
+    names = [
+        "carat",
+        "no_contrastive",
+        "no_shuffle",
+        "no_sample_shuffle",
+        "no_modality_shuffle",
+        "no_reconstruction",
+        "no_maxpool",
+        "no_aggregation",
+    ]
     assert set(names) <= set(models.list())
     for name in names:
         assert models.describe(name)

@@ -1,4 +1,5 @@
 """CARAT's building blocks against straightforward implementations."""
+
 import pytest
 import torch
 

@@ -5,6 +5,7 @@ With T = 1 every label of a modality gets the same feature, and the reconstructi
 every sample. At the spec's gamma_r = 1 that collapse wins within a few dozen steps and the
 scores barely move across samples; the small preset's gamma_r = 0.01 keeps CARAT learning.
 """
+
 import pytest
 
 import models

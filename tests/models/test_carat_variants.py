@@ -1,4 +1,5 @@
 """Each ablation variant is a real, tested difference in the computation, and every one learns."""
+
 import pytest
 import torch
 
@@ -6,7 +7,6 @@ import models
 import models.carat as carat_module
 from harness.data.dataset import DataSpec
 from models.carat import VARIANTS
-
 
 # queue_size: exactly one push of the full model at the default batch (16 x 3 levels x 3 modalities x 3 labels).
 TINY = dict(hidden_size=16, latent_size=8, depths=(1,), heads=2, dropout=0.0, queue_size=432)
@@ -60,8 +60,7 @@ def parts_of(name, **overrides):
 
 def test_full_model_has_every_term():
     _, parts = parts_of("carat", gamma_rb=0.5)
-    assert parts == {"bce_o", "bce_alpha", "bce_beta", "supcon", "recon_r", "recon_a", "recon_b", "agg",
-                     "shuffle_agg"}
+    assert parts == {"bce_o", "bce_alpha", "bce_beta", "supcon", "recon_r", "recon_a", "recon_b", "agg", "shuffle_agg"}
 
 
 def test_no_contrastive_has_no_supcon_and_no_queue():

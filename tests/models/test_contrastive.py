@@ -1,4 +1,5 @@
 """Blocked SupCon against the dense reference form, and the FIFO feature queue."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -42,8 +43,9 @@ def test_chunked_equals_dense_in_float32_with_non_unit_queue():
     queue = F.normalize(queue, dim=0)  # the reference's random queue: normalised along the queue axis
     for queue_anchors in (True, False):
         dense = _value_and_grad(supcon_dense, batch, batch_classes, queue, queue_classes, queue_anchors)
-        chunked = _value_and_grad(supcon_chunked, batch, batch_classes, queue, queue_classes, queue_anchors,
-                                  chunk_size=5)
+        chunked = _value_and_grad(
+            supcon_chunked, batch, batch_classes, queue, queue_classes, queue_anchors, chunk_size=5
+        )
         torch.testing.assert_close(chunked[0], dense[0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(chunked[1], dense[1], rtol=1e-4, atol=1e-6)
 
@@ -138,6 +140,7 @@ def test_random_queue_starts_full_of_non_integer_classes():
 def test_non_finite_latents_give_a_nan_loss_not_an_exception():
     # The trainer turns a NaN loss into a failure naming the epoch and step; an exception here would hide both.
     import torch
+
     from models.contrastive import supcon_chunked
 
     batch = torch.randn(6, 4)

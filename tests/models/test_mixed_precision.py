@@ -3,13 +3,14 @@
 CPU bf16 runs everywhere (emulated where the CPU lacks native bf16, which only costs time at
 these tiny shapes). The CUDA tests run only where CUDA is present.
 """
+
 import pytest
 import torch
+from test_carat import SPEC3, TINY, make_batch, unaligned
 
 import models
 from harness.data.dataset import DataSpec
 from models.contrastive import supcon_chunked
-from test_carat import SPEC3, TINY, make_batch, unaligned
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 NEURAL_BASELINES = ("early_fusion", "late_fusion", "mult")

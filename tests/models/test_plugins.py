@@ -1,5 +1,6 @@
 """Plugins: other people's models registered from files or modules, one clear error per broken plugin,
 and the model contract checked before any training."""
+
 import random
 import subprocess
 import sys
@@ -101,8 +102,12 @@ def test_good_plugin_registers_its_models(tmp_path):
 
 
 def test_loading_the_same_file_again_is_idempotent(tmp_path):
-    write(tmp_path, "counted.py", GOOD.replace("{name}", "counted") + "\nimport pathlib\n"
-          "pathlib.Path(__file__).with_suffix('.runs').open('a').write('x')\n")  # fmt: skip
+    write(
+        tmp_path,
+        "counted.py",
+        GOOD.replace("{name}", "counted") + "\nimport pathlib\n"
+        "pathlib.Path(__file__).with_suffix('.runs').open('a').write('x')\n",
+    )
     first = load_plugins(["counted.py"], tmp_path)
     again = load_plugins(["./counted.py", str(tmp_path / "sub" / ".." / "counted.py"), "counted.py"], tmp_path)
     assert first == again == ["counted"]
@@ -133,14 +138,18 @@ def test_dotted_module_plugin(tmp_path, monkeypatch):
     "text, expected",
     [
         ("import torch\ndef broken(:\n    pass\n", r"cannot be imported: SyntaxError at line 2"),
-        ("import os\nimport no_such_module_for_plugins\n",
-         r"cannot be imported: ModuleNotFoundError at line 2: No module named 'no_such_module_for_plugins'"),
-        ("x = 1\n\n\nraise RuntimeError('boom at import')\n",
-         r"cannot be imported: RuntimeError at line 4: boom at import"),
+        (
+            "import os\nimport no_such_module_for_plugins\n",
+            r"cannot be imported: ModuleNotFoundError at line 2: No module named 'no_such_module_for_plugins'",
+        ),
+        (
+            "x = 1\n\n\nraise RuntimeError('boom at import')\n",
+            r"cannot be imported: RuntimeError at line 4: boom at import",
+        ),
         ("def f():\n    return 1 / 0\n\nf()\n", r"cannot be imported: ZeroDivisionError at line 2: division by zero"),
     ],
     ids=["syntax error", "import error", "exception at import", "exception in a function"],
-)  # fmt: skip
+)
 def test_plugin_that_fails_to_import_is_one_clear_error(tmp_path, text, expected):
     path = write(tmp_path, "bad.py", text)
     with pytest.raises(PluginError, match=expected) as info:
@@ -163,8 +172,10 @@ def test_a_builtin_name_is_refused(tmp_path):
     path = good(tmp_path, "clash.py", "carat")
     with pytest.raises(PluginError) as info:
         load_plugins(["clash.py"], tmp_path)
-    assert str(info.value) == (f"plugin {path.resolve()}: model name 'carat' is already registered by models.carat; "
-                               "give the builder another name (@register(name=...))")  # fmt: skip
+    assert str(info.value) == (
+        f"plugin {path.resolve()}: model name 'carat' is already registered by models.carat; "
+        "give the builder another name (@register(name=...))"
+    )
     assert models.source("carat") == "models.carat"
 
 
@@ -179,10 +190,12 @@ def test_a_name_from_another_plugin_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "entry, expected",
-    [("missing.py", r"plugin 'missing.py': no such file .*missing.py \(plugin paths are relative to"),
-     ("not a module!", "neither a .py file nor a dotted module name"),
-     ("", "must be a .py file or a dotted module name")],
-)  # fmt: skip
+    [
+        ("missing.py", r"plugin 'missing.py': no such file .*missing.py \(plugin paths are relative to"),
+        ("not a module!", "neither a .py file nor a dotted module name"),
+        ("", "must be a .py file or a dotted module name"),
+    ],
+)
 def test_bad_entries_are_refused(tmp_path, entry, expected):
     with pytest.raises(PluginError, match=expected):
         load_plugins([entry], tmp_path)
@@ -232,18 +245,33 @@ def test_recording_rolls_back_on_failure():
 # -- the model contract --------------------------------------------------------------------------
 
 BROKEN = {
-    "logits not probabilities": ("return self.logits(inputs, masks) * 100", None,
-                                 r"forward must return scores in \[0, 1\] \(probabilities: apply a sigmoid"),
-    "wrong shape": ("return torch.sigmoid(self.logits(inputs, masks))[:, :1]", None,
-                    r"forward returned shape \(4, 1\), expected \(batch, labels\) = \(4, 3\)"),
-    "loss not scalar": (None, "bce = F.binary_cross_entropy_with_logits(self.logits(inputs, masks), labels, "
-                              "reduction='none')", r"total must be a scalar tensor \(shape \(\)\), got \(4, 3\)"),
-    "loss detached": (None, "bce = F.binary_cross_entropy_with_logits(self.logits(inputs, masks), labels).detach()",
-                      "does not depend on the parameters"),
-    "loss nan": (None, "bce = F.binary_cross_entropy_with_logits(self.logits(inputs, masks), labels) * float('nan')",
-                 "total is nan on a random batch"),
+    "logits not probabilities": (
+        "return self.logits(inputs, masks) * 100",
+        None,
+        r"forward must return scores in \[0, 1\] \(probabilities: apply a sigmoid",
+    ),
+    "wrong shape": (
+        "return torch.sigmoid(self.logits(inputs, masks))[:, :1]",
+        None,
+        r"forward returned shape \(4, 1\), expected \(batch, labels\) = \(4, 3\)",
+    ),
+    "loss not scalar": (
+        None,
+        "bce = F.binary_cross_entropy_with_logits(self.logits(inputs, masks), labels, reduction='none')",
+        r"total must be a scalar tensor \(shape \(\)\), got \(4, 3\)",
+    ),
+    "loss detached": (
+        None,
+        "bce = F.binary_cross_entropy_with_logits(self.logits(inputs, masks), labels).detach()",
+        "does not depend on the parameters",
+    ),
+    "loss nan": (
+        None,
+        "bce = F.binary_cross_entropy_with_logits(self.logits(inputs, masks), labels) * float('nan')",
+        "total is nan on a random batch",
+    ),
     "forward raises": ("raise KeyError('text')", None, "forward raised KeyError: 'text'"),
-}  # fmt: skip
+}
 NAIVE_MEAN = "(inputs[m] * masks[m][..., None]).sum(1) / masks[m].sum(1, keepdim=True)"
 
 
@@ -272,12 +300,16 @@ def test_a_missing_modality_must_not_give_nan(tmp_path):
 
 OTHER_BROKEN = {
     "not a model": ("return torch.nn.Linear(2, 2)", "returned a Linear, not a models.base.NeuralModel or ClassicModel"),
-    "config not a dataclass": ("m = Tiny(spec, Config(**overrides)); m.config = {'a': 1}; return m",
-                               "`config` must be a dataclass instance .* got dict"),
+    "config not a dataclass": (
+        "m = Tiny(spec, Config(**overrides)); m.config = {'a': 1}; return m",
+        "`config` must be a dataclass instance .* got dict",
+    ),
     "builder raises": ("raise TypeError('needs more')", r"building it as fn\(spec, preset='small'\) raised TypeError"),
-    "no parameters": ("m = Tiny(spec, Config(**overrides)); m.head.requires_grad_(False); return m",
-                      "no trainable parameters"),
-}  # fmt: skip
+    "no parameters": (
+        "m = Tiny(spec, Config(**overrides)); m.head.requires_grad_(False); return m",
+        "no trainable parameters",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", OTHER_BROKEN, ids=OTHER_BROKEN)
@@ -315,13 +347,18 @@ def classic_one(spec, preset="small", **overrides):
 '''
 
 
-@pytest.mark.parametrize("scores, expected", [
-    ("np.tile(self.prior_, (n, 1))", None),
-    ("np.tile(self.prior_, (n, 2))",
-     r"predict_scores returned shape \(12, 6\), expected \(batch, labels\) = \(12, 3\)"),
-    ("np.tile(self.prior_, (n, 1)) * 3", r"scores in \[0, 1\]"),
-    ("self.prior_.tolist()", "predict_scores must return a numpy array, got list"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "scores, expected",
+    [
+        ("np.tile(self.prior_, (n, 1))", None),
+        (
+            "np.tile(self.prior_, (n, 2))",
+            r"predict_scores returned shape \(12, 6\), expected \(batch, labels\) = \(12, 3\)",
+        ),
+        ("np.tile(self.prior_, (n, 1)) * 3", r"scores in \[0, 1\]"),
+        ("self.prior_.tolist()", "predict_scores must return a numpy array, got list"),
+    ],
+)
 def test_classic_contract(tmp_path, scores, expected):
     write(tmp_path, "classic.py", CLASSIC.replace("{scores}", scores))
     assert load_plugins(["classic.py"], tmp_path) == ["classic_one"]
@@ -358,8 +395,11 @@ def test_example_plugin_trains_with_the_harness_trainer():
     data = load("synthetic", size="tiny")
     for name in ("mean_pool_mlp", "label_prior"):
         check_contract(name, data.spec)
-        result = fit(models.create(name, data.spec, preset="small"), data,
-                     TrainConfig.from_preset("small", epochs=1, progress=False))  # fmt: skip
+        result = fit(
+            models.create(name, data.spec, preset="small"),
+            data,
+            TrainConfig.from_preset("small", epochs=1, progress=False),
+        )
         assert 0.0 <= result.test_metrics["micro_f1"] <= 1.0
         assert result.test_scores.shape == data.splits["test"].labels.shape
 
@@ -399,21 +439,27 @@ def test_editing_a_plugin_makes_a_new_configuration(tmp_path):
     source = (EXAMPLES / "my_models.py").read_text()
     copy = source.replace("mean_pool_mlp", "mean_pool_mlp_copy").replace("label_prior", "label_prior_copy")
     (tmp_path / "m.py").write_text(copy)
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "s", "plugins": ["m.py"],
-                                                     "variants": ["mean_pool_mlp_copy"]}))  # fmt: skip
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump({"name": "s", "plugins": ["m.py"], "variants": ["mean_pool_mlp_copy"]})
+    )
     before = studies.load(tmp_path / "s.yaml")
     (tmp_path / "m2.py").write_text(copy.replace("_copy", "_copy2") + "\n# an edit\n")
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "s", "plugins": ["m2.py"],
-                                                     "variants": ["mean_pool_mlp_copy2"]}))  # fmt: skip
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump({"name": "s", "plugins": ["m2.py"], "variants": ["mean_pool_mlp_copy2"]})
+    )
     after = studies.load(tmp_path / "s.yaml")
     assert before.plugin_digests != after.plugin_digests and before.fingerprint() != after.fingerprint()
 
 
-
 def test_invoke_variants_lists_plugins_and_reports_a_broken_one(repo_root, tmp_path):
     def variants(*args):
-        return subprocess.run([sys.executable, "-m", "invoke", "variants", *args], cwd=repo_root,
-                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", "variants", *args],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
     done = variants("--plugin", "examples/my_models.py", "--check")
     assert done.returncode == 0, done.stderr
@@ -423,5 +469,7 @@ def test_invoke_variants_lists_plugins_and_reports_a_broken_one(repo_root, tmp_p
     bad = write(tmp_path, "bad.py", "import no_such_module_for_plugins\n")
     done = variants("--plugin", str(bad))
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"error: plugin {bad} cannot be imported: ModuleNotFoundError at line 1: "
-                                   "No module named 'no_such_module_for_plugins'")  # fmt: skip
+    assert done.stderr.strip() == (
+        f"error: plugin {bad} cannot be imported: ModuleNotFoundError at line 1: "
+        "No module named 'no_such_module_for_plugins'"
+    )

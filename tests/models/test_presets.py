@@ -1,5 +1,6 @@
 """One list of preset names, one lookup: every registered model builds under every preset, and an
 unknown preset is refused with the valid names by the models, the training config and the study files."""
+
 import pytest
 
 import models

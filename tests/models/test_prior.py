@@ -1,4 +1,5 @@
 """The label prior: every sample scores each label's training frequency, whatever its inputs."""
+
 import numpy as np
 import pytest
 

@@ -7,6 +7,7 @@ image has loaded or failed), writes what it finds into a <pre> element as JSON; 
 no download at run time: only Debian's ``chromium`` (installed by .ci/run). Skipped where it is
 missing, except under CI (env CI set), which must run it.
 """
+
 import dataclasses
 import json
 import os
@@ -66,12 +67,25 @@ def rendered(browser: str, page: Path) -> dict:
     try:
         with tempfile.TemporaryDirectory() as profile:
             done = subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1400,2000", "--virtual-time-budget=30000",
-                 "--dump-dom", probe.as_uri()],
-                capture_output=True, text=True, timeout=180,
-            )  # fmt: skip
+                [
+                    browser,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    f"--user-data-dir={profile}",
+                    "--window-size=1400,2000",
+                    "--virtual-time-budget=30000",
+                    "--dump-dom",
+                    probe.as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
     finally:
         probe.unlink()
     found = re.search(r'<pre id="report-check">(.*?)</pre>', done.stdout, re.S)
@@ -86,12 +100,16 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     uri = f"sqlite:///{root}/mlflow.db"
     study = studies.load("no_shuffle").with_options(quick=True, seeds=2)
-    study = dataclasses.replace(study, datasets=(
-        DataSource("synthetic", options={"size": "tiny", "seq_len": 12}),
-        DataSource("synthetic", options={"size": "tiny", "seq_len": 12, "seed": 1}, label="synthetic_b"),
-    ))  # fmt: skip
-    options = runner.RunOptions(storage=str(root / "optuna.journal"), tracking_uri=uri, progress=False,
-                                checkpoint_dir=str(root / "checkpoints"))  # fmt: skip
+    study = dataclasses.replace(
+        study,
+        datasets=(
+            DataSource("synthetic", options={"size": "tiny", "seq_len": 12}),
+            DataSource("synthetic", options={"size": "tiny", "seq_len": 12, "seed": 1}, label="synthetic_b"),
+        ),
+    )
+    options = runner.RunOptions(
+        storage=str(root / "optuna.journal"), tracking_uri=uri, progress=False, checkpoint_dir=str(root / "checkpoints")
+    )
     assert runner.run(study, options).ok
     summary = reports.generate(None, tracking_uri=uri, storage=str(root / "optuna.journal"), out_dir=root / "build")
     return {"out": root / "build", "summary": summary}
@@ -121,7 +139,9 @@ def test_the_check_sees_a_broken_image(tmp_path):
     browser = chromium()
     shutil.copy(Path(__file__).resolve().parents[2] / "reports" / "__init__.py", tmp_path / "not_an_image.png")
     page = tmp_path / "index.html"
-    page.write_text("<!DOCTYPE html><html><body><section class='study'><h2>x</h2>"
-                    "<img src='missing.png'><img src='not_an_image.png'></section></body></html>")  # fmt: skip
+    page.write_text(
+        "<!DOCTYPE html><html><body><section class='study'><h2>x</h2>"
+        "<img src='missing.png'><img src='not_an_image.png'></section></body></html>"
+    )
     found = rendered(browser, page)
     assert [image["width"] for image in found["images"]] == [0, 0]

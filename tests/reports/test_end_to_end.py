@@ -1,4 +1,5 @@
 """A real (quick) study run through the runner, then reported: the CSV matches the MLflow runs."""
+
 import pandas as pd
 import pytest
 
@@ -15,8 +16,9 @@ def test_quick_study_report_matches_its_runs(tmp_path):
     )
     assert outcome.ok
 
-    summary = reports.generate(["no_shuffle.quick"], tracking_uri=uri, storage=str(tmp_path / "optuna.journal"),
-                               out_dir=tmp_path / "build")  # fmt: skip
+    summary = reports.generate(
+        ["no_shuffle.quick"], tracking_uri=uri, storage=str(tmp_path / "optuna.journal"), out_dir=tmp_path / "build"
+    )
     assert summary["no_shuffle.quick"]["missing"] == {}  # the 2 seeds the command asked for are there
     assert summary["no_shuffle.quick"]["status"] == "complete"
 
@@ -47,8 +49,9 @@ def test_the_benchmark_smoke_test_gives_a_cross_data_set_verdict(repo_root, tmp_
     stores = ["--storage", str(tmp_path / "optuna.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
 
     def invoke(*args):
-        done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=repo_root, capture_output=True, text=True,
-                              timeout=1200)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "invoke", *args], cwd=repo_root, capture_output=True, text=True, timeout=1200
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done
 
@@ -58,8 +61,9 @@ def test_the_benchmark_smoke_test_gives_a_cross_data_set_verdict(repo_root, tmp_
     assert (folder / "critical_difference.png").stat().st_size > 10_000
     ranks = pd.read_csv(folder / "ranks.csv")
     micro = ranks[ranks["metric"] == "micro_f1"]
-    assert sorted(micro["variant"]) == sorted(["carat", "no_contrastive", "no_reconstruction", "prior", "mlknn",
-                                               "early_fusion"])  # fmt: skip
+    assert sorted(micro["variant"]) == sorted(
+        ["carat", "no_contrastive", "no_reconstruction", "prior", "mlknn", "early_fusion"]
+    )
     assert (micro["n_datasets"] == 4).all()
     assert micro["average_rank"].sum() == pytest.approx(21.0)  # ranks 1..6 average to 3.5 on every data set
     for dataset in ("synthetic", "synthetic_unaligned", "synthetic_tabular", "emotions"):

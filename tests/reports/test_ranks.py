@@ -1,4 +1,5 @@
 """The cross-data-set verdict: ranks and tests checked by hand and against scipy, odd inputs, the files."""
+
 import math
 
 import matplotlib.image
@@ -29,8 +30,10 @@ def frame(table: dict, metric: str = "micro_f1") -> pd.DataFrame:
 
 def random_frame(n_datasets: int, variants, seed: int = 0, metric: str = "micro_f1") -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return frame({f"d{i}": {v: 0.5 + 0.05 * j + rng.normal(0, 0.04) for j, v in enumerate(variants)}
-                  for i in range(n_datasets)}, metric)  # fmt: skip
+    return frame(
+        {f"d{i}": {v: 0.5 + 0.05 * j + rng.normal(0, 0.04) for j, v in enumerate(variants)} for i in range(n_datasets)},
+        metric,
+    )
 
 
 def test_average_ranks_by_hand_with_ties():
@@ -78,8 +81,10 @@ def test_demsar_iman_davenport_example():
     assert f == pytest.approx(3.69, abs=0.005)
 
 
-@pytest.mark.parametrize("k, q", [(2, 1.960), (3, 2.343), (4, 2.569), (5, 2.728), (6, 2.850), (7, 2.949),
-                                  (8, 3.031), (9, 3.102), (10, 3.164)])  # fmt: skip
+@pytest.mark.parametrize(
+    "k, q",
+    [(2, 1.960), (3, 2.343), (4, 2.569), (5, 2.728), (6, 2.850), (7, 2.949), (8, 3.031), (9, 3.102), (10, 3.164)],
+)
 def test_q_alpha_and_cd_match_demsar_table_5(k, q):
     scores = random_frame(6, [f"v{i}" for i in range(k)], seed=k)
     result = ranks.verdict(scores, "micro_f1")
@@ -118,8 +123,10 @@ def test_pairwise_wilcoxon_holm_and_wins():
 
 def test_clear_winner_is_found():
     rng = np.random.default_rng(1)
-    table = {f"d{i}": {"good": 0.8 + rng.normal(0, 0.01), "mid": 0.6 + rng.normal(0, 0.01),
-                       "bad": 0.4 + rng.normal(0, 0.01)} for i in range(12)}  # fmt: skip
+    table = {
+        f"d{i}": {"good": 0.8 + rng.normal(0, 0.01), "mid": 0.6 + rng.normal(0, 0.01), "bad": 0.4 + rng.normal(0, 0.01)}
+        for i in range(12)
+    }
     result = ranks.verdict(frame(table), "micro_f1")
     assert result.variants == ["good", "mid", "bad"]
     assert result.differ and result.iman_davenport_f == math.inf and result.iman_davenport_p == 0.0
@@ -154,8 +161,11 @@ def test_bad_input_is_refused():
         ranks.verdict(frame(HAND), "micro_f1", alpha=5)
 
 
-@pytest.mark.parametrize("table", [{"d1": HAND["d1"]}, {d: {"a": r["a"]} for d, r in HAND.items()}, {}],
-                         ids=["one data set", "one variant", "nothing"])  # fmt: skip
+@pytest.mark.parametrize(
+    "table",
+    [{"d1": HAND["d1"]}, {d: {"a": r["a"]} for d, r in HAND.items()}, {}],
+    ids=["one data set", "one variant", "nothing"],
+)
 def test_too_little_to_test_gives_nan_and_a_note(table, tmp_path):
     scores = frame(table) if table else pd.DataFrame(columns=["dataset", "variant", "micro_f1"])
     result = ranks.verdict(scores, "micro_f1")
@@ -199,8 +209,13 @@ def test_write_tables_and_diagrams(tmp_path):
     scores["hamming_loss"] = 1 - scores["micro_f1"]
     results = ranks.verdicts(scores, [("micro_f1", True), ("hamming_loss", False)])
     paths = ranks.write(results, tmp_path)
-    assert {p.name for p in paths} == {"ranks.csv", "ranks_pairwise.csv", "ranks.md", "critical_difference.png",
-                                       "critical_difference_wilcoxon.png"}  # fmt: skip
+    assert {p.name for p in paths} == {
+        "ranks.csv",
+        "ranks_pairwise.csv",
+        "ranks.md",
+        "critical_difference.png",
+        "critical_difference_wilcoxon.png",
+    }
     table = pd.read_csv(tmp_path / "ranks.csv")
     assert list(table.columns) == ranks.RANK_COLUMNS
     assert len(table) == 8 and set(table["metric"]) == {"micro_f1", "hamming_loss"}

@@ -3,6 +3,7 @@ compared across data sets, the configuration behind the numbers, flagged runs ma
 next to the tests, notes only where they apply, statuses that cannot be missed, run ids that link.
 
 The stores are real MLflow runs written with TrackedRun into temporary SQLite files."""
+
 import json
 import re
 import subprocess
@@ -20,8 +21,10 @@ from reports import significance, tables
 from reports.references import for_dataset
 
 LABELS = ["happy", "sad", "anger"]
-PROFILES = {"synthetic": {"n_train": 32, "n_valid": 16, "n_test": 16},
-            "other": {"n_train": 50, "n_valid": 10, "n_test": 20}}
+PROFILES = {
+    "synthetic": {"n_train": 32, "n_valid": 16, "n_test": 16},
+    "other": {"n_train": 50, "n_valid": 10, "n_test": 20},
+}
 
 
 def _result(base: float, seed: int, latents: bool) -> TrainResult:
@@ -42,19 +45,56 @@ def _result(base: float, seed: int, latents: bool) -> TrainResult:
     )
 
 
-def log(client, uri, study, variant, seed, base, *, dataset="synthetic", config_hash=None, lr=0.003,
-        degenerate=None, latents=False, experiment_tags=None):  # fmt: skip
+def log(
+    client,
+    uri,
+    study,
+    variant,
+    seed,
+    base,
+    *,
+    dataset="synthetic",
+    config_hash=None,
+    lr=0.003,
+    degenerate=None,
+    latents=False,
+    experiment_tags=None,
+):
     experiment = ensure_experiment(client, uri, study, tags=experiment_tags)
-    tags = {"study": study, "variant": variant, "dataset": dataset, "seed": seed, "phase": "repeat",
-            "setting": "default", "optuna_trial": 0, "optuna_study": f"{study}.repeat",
-            "config_hash": config_hash or f"h-{dataset}", "data_fingerprint": f"fp-{dataset}",
-            "code_version": "abc123"}  # fmt: skip
+    tags = {
+        "study": study,
+        "variant": variant,
+        "dataset": dataset,
+        "seed": seed,
+        "phase": "repeat",
+        "setting": "default",
+        "optuna_trial": 0,
+        "optuna_study": f"{study}.repeat",
+        "config_hash": config_hash or f"h-{dataset}",
+        "data_fingerprint": f"fp-{dataset}",
+        "code_version": "abc123",
+    }
     with TrackedRun(client, experiment, f"{variant} / {dataset} / default / s{seed}", tags) as run:
-        run.log_params({"variant": variant, "dataset": dataset, "setting": "default", "seed": seed, "preset": "small",
-                        "data": {"loader": "synthetic" if dataset == "synthetic" else "npz",
-                                 "data_path": None if dataset == "synthetic" else "/data/other.npz",
-                                 "options": {"size": "tiny"} if dataset == "synthetic" else {}, "label": ""},
-                        "epochs": 2, "batch_size": 64, "lr": lr, "optimizer": "adamw", "threshold": 0.25})  # fmt: skip
+        run.log_params(
+            {
+                "variant": variant,
+                "dataset": dataset,
+                "setting": "default",
+                "seed": seed,
+                "preset": "small",
+                "data": {
+                    "loader": "synthetic" if dataset == "synthetic" else "npz",
+                    "data_path": None if dataset == "synthetic" else "/data/other.npz",
+                    "options": {"size": "tiny"} if dataset == "synthetic" else {},
+                    "label": "",
+                },
+                "epochs": 2,
+                "batch_size": 64,
+                "lr": lr,
+                "optimizer": "adamw",
+                "threshold": 0.25,
+            }
+        )
         profile = {"modalities": {"text": [5, 8], "audio": [5, 4]}, "labels": 3, **PROFILES.get(dataset, {})}
         run.log_dataset(dataset, f"digest-{dataset}", dataset, profile)
         if degenerate:
@@ -88,15 +128,34 @@ def two_datasets(tmp_path_factory):
         for seed in (1, 2, 3):
             if (dataset, variant, seed) == ("other", "no_shuffle", 1):
                 continue
-            reason = "constant predictor (test scores vary by at most 0.0000 across samples)" \
-                if (dataset, variant, seed) == ("synthetic", "no_shuffle", 3) else None  # fmt: skip
-            log(client, uri, "pair", variant, seed, base(seed), dataset=dataset,
-                lr=0.1 if variant == "prior" else 0.003, degenerate=reason, latents=variant != "prior",
-                experiment_tags=tags)  # fmt: skip
+            reason = (
+                "constant predictor (test scores vary by at most 0.0000 across samples)"
+                if (dataset, variant, seed) == ("synthetic", "no_shuffle", 3)
+                else None
+            )
+            log(
+                client,
+                uri,
+                "pair",
+                variant,
+                seed,
+                base(seed),
+                dataset=dataset,
+                lr=0.1 if variant == "prior" else 0.003,
+                degenerate=reason,
+                latents=variant != "prior",
+                experiment_tags=tags,
+            )
     out = root / "build"
     summary = reports.generate(["pair"], tracking_uri=uri, out_dir=out, ui_url="http://127.0.0.1:5000/")
-    return {"root": root, "uri": uri, "client": client, "out": out, "summary": summary,
-            "page": (out / "index.html").read_text()}  # fmt: skip
+    return {
+        "root": root,
+        "uri": uri,
+        "client": client,
+        "out": out,
+        "summary": summary,
+        "page": (out / "index.html").read_text(),
+    }
 
 
 # -- several data sets ---------------------------------------------------------------------------
@@ -105,16 +164,31 @@ def two_datasets(tmp_path_factory):
 def test_each_data_set_has_its_own_files_and_the_study_folder_the_ranks(two_datasets):
     out = two_datasets["out"] / "pair"
     for dataset in ("synthetic", "other"):
-        for name in ("results.md", "results.tex", "results.csv", "configuration.md", "significance.md",
-                     "significance.csv", "metrics.png", "per_label_f1.png", "latents_tsne.png"):  # fmt: skip
+        for name in (
+            "results.md",
+            "results.tex",
+            "results.csv",
+            "configuration.md",
+            "significance.md",
+            "significance.csv",
+            "metrics.png",
+            "per_label_f1.png",
+            "latents_tsne.png",
+        ):
             assert (out / dataset / name).is_file(), f"{dataset}/{name}"
     assert not (out / "results.md").exists()  # no study-level results table mixing data sets
-    for name in ("ranks.md", "ranks.csv", "ranks_pairwise.csv", "critical_difference.png",
-                 "critical_difference_wilcoxon.png"):  # fmt: skip
+    for name in (
+        "ranks.md",
+        "ranks.csv",
+        "ranks_pairwise.csv",
+        "critical_difference.png",
+        "critical_difference_wilcoxon.png",
+    ):
         assert (out / name).is_file(), name
     synthetic = pd.read_csv(out / "synthetic" / "results.csv").set_index("variant")
     assert synthetic.loc["carat", "micro_f1_mean"] == pytest.approx(
-        np.mean([BASES["synthetic", "carat"](s) + 0.01 * FINAL_METRICS.index("micro_f1") for s in (1, 2, 3)]))
+        np.mean([BASES["synthetic", "carat"](s) + 0.01 * FINAL_METRICS.index("micro_f1") for s in (1, 2, 3)])
+    )
     other = pd.read_csv(out / "other" / "results.csv").set_index("variant")
     assert other.loc["no_shuffle", "n_seeds"] == 2
 
@@ -193,8 +267,15 @@ def test_reference_rows_follow_each_data_sets_loader(tmp_path):
     experiment = ensure_experiment(client, uri, "refs")
     for dataset, loader in (("songs", "emotions"), ("synthetic", "synthetic")):
         for seed in (1, 2):
-            tags = {"study": "refs", "variant": "carat", "dataset": dataset, "seed": seed, "phase": "repeat",
-                    "setting": "default", "config_hash": f"h-{dataset}"}  # fmt: skip
+            tags = {
+                "study": "refs",
+                "variant": "carat",
+                "dataset": dataset,
+                "seed": seed,
+                "phase": "repeat",
+                "setting": "default",
+                "config_hash": f"h-{dataset}",
+            }
             with TrackedRun(client, experiment, f"carat {dataset} {seed}", tags) as run:
                 run.log_params({"data": {"loader": loader, "data_path": None, "options": {}, "label": dataset}})
                 run.log_result(_result(0.5, seed, False), LABELS, ("text",), {}, keep_latents=False)
@@ -208,7 +289,7 @@ def test_reference_rows_follow_each_data_sets_loader(tmp_path):
 
 def test_tsne_draws_every_variant_with_latents_at_the_lowest_common_seed(two_datasets):
     page = two_datasets["page"]
-    other = page[page.index("Data set: other"):]
+    other = page[page.index("Data set: other") :]
     caption = re.search(r"<b>t-SNE of the latents</b>([^<]*)</figcaption>", other).group(1)
     assert "Seed 2, the lowest seed every variant with latents finished" in caption  # no_shuffle lacks seed 1 there
     assert "carat " in caption and "no_shuffle " in caption and "No latents kept by: prior" in caption
@@ -220,8 +301,10 @@ def test_latent_tsne_one_column_per_variant(tmp_path):
     from reports import plots
 
     rng = np.random.default_rng(0)
-    panels = {name: {"z": rng.normal(size=(10, 2, 3, 4)), "labels": rng.random((10, 3)) > 0.5}
-              for name in ("carat", "no_shuffle", "no_contrastive")}  # fmt: skip
+    panels = {
+        name: {"z": rng.normal(size=(10, 2, 3, 4)), "labels": rng.random((10, 3)) > 0.5}
+        for name in ("carat", "no_shuffle", "no_contrastive")
+    }
     one = plots.latent_tsne({"carat": panels["carat"]}, "one", tmp_path / "one.png")
     three = plots.latent_tsne(panels, "three", tmp_path / "three.png")
     width_one = matplotlib.image.imread(one).shape[1]
@@ -241,14 +324,14 @@ def test_flagged_runs_are_marked_in_the_results_table_runs_table_and_a_warning(t
     assert not any("flagged" in line for line in results.splitlines() if line.startswith(("| carat", "| prior")))
     assert "⚠ Runs flagged" not in (two_datasets["out"] / "pair" / "other" / "results.md").read_text()
     page = two_datasets["page"]
-    synthetic = page[page.index("Data set: synthetic"):page.index("Data set: other")]
+    synthetic = page[page.index("Data set: synthetic") : page.index("Data set: other")]
     assert "1 run(s) flagged as no finding" in synthetic
     assert "no_shuffle, seed 3: constant predictor" in synthetic
     assert page.count("<tr class=flagged>") == 1
     flagged_row = re.search(r"<tr class=flagged>(.*?)</tr>", page).group(1)
     assert "<td>no_shuffle</td><td>3</td>" in flagged_row and "constant predictor" in flagged_row
     assert two_datasets["summary"]["pair"]["n_flagged"] == 1
-    assert "1 run(s) flagged" in page[:page.index("<h2")]  # in the table of contents too
+    assert "1 run(s) flagged" in page[: page.index("<h2")]  # in the table of contents too
     assert "\\textbf{(!)}" in (two_datasets["out"] / "pair" / "synthetic" / "results.tex").read_text()
 
 
@@ -264,8 +347,13 @@ def test_the_prior_is_a_row_like_any_variant(two_datasets):
 
 
 def _runs(values: dict[str, list[float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"variant": v, "setting": "default", "seed": i + 1, **{f"test_{m}": x for m in FINAL_METRICS}}
-                         for v, xs in values.items() for i, x in enumerate(xs)])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {"variant": v, "setting": "default", "seed": i + 1, **{f"test_{m}": x for m in FINAL_METRICS}}
+            for v, xs in values.items()
+            for i, x in enumerate(xs)
+        ]
+    )
 
 
 def test_confidence_interval_of_the_paired_difference_matches_scipy():
@@ -285,8 +373,10 @@ def test_confidence_interval_of_the_paired_difference_matches_scipy():
 
 
 def test_a_model_constant_over_seeds_is_said_next_to_its_rows():
-    result = significance.compare(_runs({"carat": [0.6, 0.62, 0.65], "prior": [0.3, 0.3, 0.3],
-                                         "no_shuffle": [0.5, 0.55, 0.52]}), ["prior", "no_shuffle"])  # fmt: skip
+    result = significance.compare(
+        _runs({"carat": [0.6, 0.62, 0.65], "prior": [0.3, 0.3, 0.3], "no_shuffle": [0.5, 0.55, 0.52]}),
+        ["prior", "no_shuffle"],
+    )
     micro = result[result["metric"] == "micro_f1"].set_index("variant")
     assert micro.loc["prior", "note"].startswith("prior gives the same result on every seed")
     assert micro.loc["no_shuffle", "note"] == ""
@@ -310,10 +400,16 @@ def test_significance_notes_name_only_what_was_used():
     few = significance.compare(_runs({"carat": [0.6, 0.62, 0.65], "no_shuffle": [0.5, 0.55, 0.52]}), ["no_shuffle"])
     text = " ".join(significance.table(few).notes)
     assert "paired t-test" in text and "Wilcoxon signed-rank" not in text and "Holm changes nothing" in text
-    many = significance.compare(_runs({"carat": list(np.linspace(0.6, 0.7, 7)),
-                                       "no_shuffle": list(np.linspace(0.5, 0.65, 7) ** 1.1),
-                                       "no_contrastive": list(np.linspace(0.55, 0.6, 7))}),
-                                ["no_shuffle", "no_contrastive"])  # fmt: skip
+    many = significance.compare(
+        _runs(
+            {
+                "carat": list(np.linspace(0.6, 0.7, 7)),
+                "no_shuffle": list(np.linspace(0.5, 0.65, 7) ** 1.1),
+                "no_contrastive": list(np.linspace(0.55, 0.6, 7)),
+            }
+        ),
+        ["no_shuffle", "no_contrastive"],
+    )
     text = " ".join(significance.table(many).notes)
     assert "Wilcoxon signed-rank" in text and "paired t-test" not in text and "Holm correction across" in text
 
@@ -363,7 +459,7 @@ def test_partial_status_is_prominent_in_toc_and_section(two_datasets):
     toc = page[: page.index("<h2")]
     assert two_datasets["summary"]["pair"]["status"] == "partial"
     assert '<span class="status partial">partial: 1 expected run(s) missing</span>' in toc
-    section = page[page.index("<h2"):]
+    section = page[page.index("<h2") :]
     assert "class='banner partial'>PARTIAL" in section[:2000]
     assert "no_shuffle on other: missing seeds 1; has 2, 3" in page
 
@@ -375,8 +471,8 @@ def test_smoke_test_banner_is_the_first_thing_in_its_section(tmp_path):
         log(client, uri, "pair.quick", "carat", seed, 0.6, experiment_tags={"quick": "true", "planned_seeds": "1 2"})
     reports.generate(None, tracking_uri=uri, out_dir=tmp_path / "build")
     page = (tmp_path / "build" / "index.html").read_text()
-    section = page[page.index('<section class="study"'):]
-    after_heading = section[section.index("</h2>") + len("</h2>"):]
+    section = page[page.index('<section class="study"') :]
+    after_heading = section[section.index("</h2>") + len("</h2>") :]
     assert after_heading.startswith("<div class='banner smoke'>SMOKE TEST")
     assert '<span class="status smoke">smoke test</span>' in page[: page.index("<h2")]
     assert "PARTIAL" not in page and '<span class="status complete">complete</span>' in page
@@ -408,9 +504,24 @@ def test_unknown_study_is_an_error_in_strict_mode_before_anything_is_written(two
 
 
 def test_invoke_report_unknown_study_exits_2_naming_the_studies(two_datasets, tmp_path, repo_root):
-    done = subprocess.run([sys.executable, "-m", "invoke", "report", "--study", "nope", "--tracking-uri",
-                           two_datasets["uri"], "--out", str(tmp_path / "b")], cwd=repo_root, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "report",
+            "--study",
+            "nope",
+            "--tracking-uri",
+            two_datasets["uri"],
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "nope" in lines[0] and "studies there: pair" in lines[0]
@@ -427,8 +538,13 @@ def test_average_rank_table_marks_only_a_unique_best():
     from reports import ranks
 
     table = {"d1": {"a": 0.9, "b": 0.8, "c": 0.1}, "d2": {"a": 0.8, "b": 0.9, "c": 0.1}}
-    scores = pd.DataFrame([{"dataset": d, "variant": v, "micro_f1": x, "hamming_loss": x}
-                           for d, row in table.items() for v, x in row.items()])  # fmt: skip
+    scores = pd.DataFrame(
+        [
+            {"dataset": d, "variant": v, "micro_f1": x, "hamming_loss": x}
+            for d, row in table.items()
+            for v, x in row.items()
+        ]
+    )
     table = ranks.average_rank_table(ranks.verdicts(scores, [("micro_f1", True), ("hamming_loss", False)]))
     bold = {row[0].text: [c.bold for c in row[1:]] for row in table.rows}
     assert bold == {"a": [False, False], "b": [False, False], "c": [False, True]}  # a and b tie at 1.5 on micro-F1

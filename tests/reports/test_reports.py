@@ -1,5 +1,6 @@
 """The report recomputes every number from real MLflow runs (written with TrackedRun into a
 temporary SQLite store), marks what is missing or failed, and links every figure it draws."""
+
 import re
 from pathlib import Path
 
@@ -41,12 +42,33 @@ def _result(base: float, seed: int, epochs: int = 3, latents: bool = False) -> T
     )
 
 
-def _log(client, uri, study, variant, seed, base, *, setting="default", config_hash="new", phase="repeat",
-         fail=None, params=None, tune_name=None):  # fmt: skip
+def _log(
+    client,
+    uri,
+    study,
+    variant,
+    seed,
+    base,
+    *,
+    setting="default",
+    config_hash="new",
+    phase="repeat",
+    fail=None,
+    params=None,
+    tune_name=None,
+):
     experiment = ensure_experiment(client, uri, study)
-    tags = {"study": study, "variant": variant, "dataset": "synthetic", "seed": seed, "phase": phase,
-            "setting": setting, "optuna_trial": 0, "optuna_study": tune_name or f"{study}.{config_hash}.repeat",
-            "config_hash": config_hash}  # fmt: skip
+    tags = {
+        "study": study,
+        "variant": variant,
+        "dataset": "synthetic",
+        "seed": seed,
+        "phase": phase,
+        "setting": setting,
+        "optuna_trial": 0,
+        "optuna_study": tune_name or f"{study}.{config_hash}.repeat",
+        "config_hash": config_hash,
+    }
     with TrackedRun(client, experiment, f"{variant}-seed{seed}", tags) as run:
         run.log_params({"setting": setting, "gamma_o": 0.01, **(params or {})})
         if fail:
@@ -63,8 +85,10 @@ def _tuning_study(journal, name, values):
     import optuna
 
     study = optuna.create_study(study_name=name, storage=open_optuna_storage(str(journal)), direction="maximize")
-    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
-             "dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}  # fmt: skip
+    space = {
+        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "dropout": optuna.distributions.FloatDistribution(0.0, 0.5),
+    }
     for i, value in enumerate(values):
         params = {"lr": 1e-4 * 3**i, "dropout": 0.1 * i}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
@@ -96,13 +120,21 @@ def store(tmp_path_factory):
     # a sensitivity sweep of gamma_o (default 0.01) after a 3-trial Optuna search
     tune_name = "sweep.new.tune.carat"
     _tuning_study(root / "optuna.journal", tune_name, values=[0.5, 0.62, 0.58])
-    for trial in range(3):
+    for _trial in range(3):
         _log(client, uri, "sweep", "carat", 1, 0.5, phase="tune", tune_name=tune_name)
     for seed in (1, 2):
         _log(client, uri, "sweep", "carat", seed, carat_base(seed))
         for value, shift in ((0.1, -0.05), (1.0, -0.2)):
-            _log(client, uri, "sweep", "carat", seed, carat_base(seed) + shift, setting=f"gamma_o={value}",
-                 params={"gamma_o": value})  # fmt: skip
+            _log(
+                client,
+                uri,
+                "sweep",
+                "carat",
+                seed,
+                carat_base(seed) + shift,
+                setting=f"gamma_o={value}",
+                params={"gamma_o": value},
+            )
     ensure_experiment(client, uri, "empty")
     out = root / "build"
     summary = reports.generate(None, tracking_uri=uri, storage=str(root / "optuna.journal"), out_dir=out)
@@ -152,10 +184,14 @@ def test_significance_flags_only_the_clearly_different_variant():
     rng = np.random.default_rng(0)
     for seed in range(1, 6):
         carat = 0.6 + 0.02 * rng.standard_normal()
-        for variant, value in (("carat", carat), ("no_shuffle", carat - 0.1 + 0.005 * rng.standard_normal()),
-                               ("no_contrastive", carat + 0.02 * rng.standard_normal())):  # fmt: skip
-            rows.append({"variant": variant, "setting": "default", "seed": seed,
-                         **{f"test_{m}": value for m in FINAL_METRICS}})  # fmt: skip
+        for variant, value in (
+            ("carat", carat),
+            ("no_shuffle", carat - 0.1 + 0.005 * rng.standard_normal()),
+            ("no_contrastive", carat + 0.02 * rng.standard_normal()),
+        ):
+            rows.append(
+                {"variant": variant, "setting": "default", "seed": seed, **{f"test_{m}": value for m in FINAL_METRICS}}
+            )
     result = significance.compare(pd.DataFrame(rows), ["no_shuffle", "no_contrastive"])
     micro = result[result["metric"] == "micro_f1"].set_index("variant")
     assert micro.loc["no_shuffle", "significant"] and not micro.loc["no_shuffle", "better"]
@@ -240,8 +276,18 @@ def test_sweep_and_tuning_figures(store):
 def test_reference_rows_are_marked_and_never_win_a_column():
     from reports import references, tables
 
-    ours = pd.DataFrame([{"variant": "carat", "setting": "default", "seed": s, "run_id": f"r{s}",
-                          **{f"test_{m}": 0.5 + 0.01 * s for m in FINAL_METRICS}} for s in SEEDS])  # fmt: skip
+    ours = pd.DataFrame(
+        [
+            {
+                "variant": "carat",
+                "setting": "default",
+                "seed": s,
+                "run_id": f"r{s}",
+                **{f"test_{m}": 0.5 + 0.01 * s for m in FINAL_METRICS},
+            }
+            for s in SEEDS
+        ]
+    )
     table = tables.results_table(tables.summarise(ours), references.for_dataset("emotions"))
     text = tables.markdown(table)
     meka = next(line for line in text.splitlines() if line.startswith("| BR, 10-NN"))

@@ -1,4 +1,5 @@
 """MULAN ARFF pairs: the real emotions files and small hand-written ones."""
+
 import numpy as np
 import pytest
 
@@ -72,8 +73,13 @@ def test_default_folder_and_environment_override(tmp_path, monkeypatch):
 
 
 def write_arff(path, rows, attributes=None):
-    attributes = attributes or ["@attribute f1 numeric", "@attribute f2 numeric", "@attribute f3 numeric",
-                                "@attribute yes {0,1}", "@attribute no {0,1}"]  # fmt: skip
+    attributes = attributes or [
+        "@attribute f1 numeric",
+        "@attribute f2 numeric",
+        "@attribute f3 numeric",
+        "@attribute yes {0,1}",
+        "@attribute no {0,1}",
+    ]
     lines = ["@relation toy", *attributes, "@data", *(",".join(map(str, r)) for r in rows)]
     path.write_text("\n".join(lines) + "\n")
 
@@ -103,10 +109,28 @@ def test_generic_arff_with_views(tmp_path):
     [
         ([[1, 2, "?", 0, 1]] * 10, None, "missing or NaN feature values in row 1"),
         ([[1, 2, 3, 0, 1]] * 9 + [[1, 2, 3, 2, 1]], None, "not a readable ARFF"),  # 2 is not in {0,1}
-        ([[1, "a", 3, 0, 1]] * 10, ["@attribute f1 numeric", "@attribute f2 {a,b}", "@attribute f3 numeric",
-                "@attribute yes {0,1}", "@attribute no {0,1}"], "only numeric features"),  # fmt: skip
-        (None, ["@attribute f1 numeric", "@attribute f2 numeric", "@attribute f3 numeric",
-                "@attribute yes {0,1}", "@attribute no {0,1,2}"], "expected {0,1}"),  # fmt: skip
+        (
+            [[1, "a", 3, 0, 1]] * 10,
+            [
+                "@attribute f1 numeric",
+                "@attribute f2 {a,b}",
+                "@attribute f3 numeric",
+                "@attribute yes {0,1}",
+                "@attribute no {0,1}",
+            ],
+            "only numeric features",
+        ),
+        (
+            None,
+            [
+                "@attribute f1 numeric",
+                "@attribute f2 numeric",
+                "@attribute f3 numeric",
+                "@attribute yes {0,1}",
+                "@attribute no {0,1,2}",
+            ],
+            "expected {0,1}",
+        ),
     ],
 )
 def test_bad_arff_input(tmp_path, train_rows, attributes, problem):
@@ -118,8 +142,13 @@ def test_bad_arff_input(tmp_path, train_rows, attributes, problem):
 
 
 def test_numeric_labels_outside_0_1_are_refused(tmp_path):
-    numeric = ["@attribute f1 numeric", "@attribute f2 numeric", "@attribute f3 numeric",
-               "@attribute yes numeric", "@attribute no numeric"]  # fmt: skip
+    numeric = [
+        "@attribute f1 numeric",
+        "@attribute f2 numeric",
+        "@attribute f3 numeric",
+        "@attribute yes numeric",
+        "@attribute no numeric",
+    ]
     toy_pair(tmp_path, test_rows=[[1, 2, 3, 0, 1], [1, 2, 3, 0.5, 1]], attributes=numeric)
     with pytest.raises(DataFormatError) as info:
         load("arff", tmp_path, n_labels=2)

@@ -1,4 +1,5 @@
 """The stratified, per-seed validation carve shared by the arff/emotions and npz loaders."""
+
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def test_stratified_on_emotions_and_no_worse_than_random(emotions_labels):
         carve = carve_validation(y, 0.2, seed, "emotions")
         stratified.append(deviation(y, carve.train, carve.valid))
         order = np.random.default_rng(seed).permutation(len(y))
-        random.append(deviation(y, order[len(carve.valid):], order[: len(carve.valid)]))
+        random.append(deviation(y, order[len(carve.valid) :], order[: len(carve.valid)]))
         # Every label's share in valid within 4 points of its share in train, for every seed.
         assert np.abs(y[carve.valid].mean(0) - y[carve.train].mean(0)).max() < 0.04, seed
     assert np.mean(stratified) <= np.mean(random)

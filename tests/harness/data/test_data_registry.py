@@ -1,4 +1,5 @@
 """The loader registry and the ``invoke data`` task (run as a user would, in a subprocess)."""
+
 import importlib.util
 import json
 import subprocess
@@ -14,7 +15,14 @@ from harness import data
 
 def test_names_and_descriptions():
     assert data.names() == [
-        "synthetic", "synthetic_tabular", "mosei_aligned", "mosei_unaligned", "m3ed", "emotions", "arff", "npz"
+        "synthetic",
+        "synthetic_tabular",
+        "mosei_aligned",
+        "mosei_unaligned",
+        "m3ed",
+        "emotions",
+        "arff",
+        "npz",
     ]
     described = data.describe()
     assert "size" in described["synthetic"]["options"] and "truncate" in described["m3ed"]["options"]

@@ -1,4 +1,5 @@
 """The MOSEI / M3ED loaders on small files written in the exact public layouts."""
+
 import argparse
 import os
 import pickle
@@ -68,8 +69,10 @@ def test_aligned_mosei_is_read_exactly(aligned_file):
     assert ds.notes["masks"] == "all steps real (reference)"
 
 
-@pytest.mark.parametrize("name, file_name, dims", [("mosei_aligned", "train_valid_test.pt", ALIGNED_DIMS),
-                                                   ("m3ed", "m3ed_data.pt", M3ED_DIMS)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, file_name, dims",
+    [("mosei_aligned", "train_valid_test.pt", ALIGNED_DIMS), ("m3ed", "m3ed_data.pt", M3ED_DIMS)],
+)
 def test_mask_padding_derives_masks_from_all_zero_rows(tmp_path, name, file_name, dims):
     data = aligned_layout(dims, n_labels=6 if name == "mosei_aligned" else 7)
     data["train"]["src-visual"][0][-1] = 0.0  # an all-zero row after real steps: padding too, wherever it is
@@ -96,8 +99,10 @@ def test_stacked_arrays_and_object_array_tgt_are_accepted(tmp_path):
     assert ds.splits["train"].features["text"].dtype == np.float32
 
 
-@pytest.mark.parametrize("name, file_name, dims", [("mosei_aligned", "train_valid_test.pt", ALIGNED_DIMS),
-                                                   ("m3ed", "m3ed_data.pt", M3ED_DIMS)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, file_name, dims",
+    [("mosei_aligned", "train_valid_test.pt", ALIGNED_DIMS), ("m3ed", "m3ed_data.pt", M3ED_DIMS)],
+)
 def test_negative_infinity_in_audio_becomes_zero_and_is_counted(tmp_path, name, file_name, dims):
     """MOSEI and M3ED alike: the reference zeroes -inf audio for both."""
     data = aligned_layout(dims, n_labels=6 if name == "mosei_aligned" else 7)

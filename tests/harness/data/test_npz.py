@@ -1,4 +1,5 @@
 """The harness's own .npz format: round trip, the documented example, and every bad input."""
+
 import numpy as np
 import pytest
 
@@ -50,8 +51,14 @@ def test_documented_conversion_example(tmp_path):
     """The example of notes/npz_format.md, verbatim apart from the random inputs."""
     rng = np.random.default_rng(0)
     sizes = {"train": 8, "valid": 2, "test": 3}
-    my = {s: {"audio": rng.normal(size=(n, 20, 40)), "video": rng.normal(size=(n, 10, 16)),
-              "y": rng.integers(0, 2, size=(n, 4))} for s, n in sizes.items()}  # fmt: skip
+    my = {
+        s: {
+            "audio": rng.normal(size=(n, 20, 40)),
+            "video": rng.normal(size=(n, 10, 16)),
+            "y": rng.integers(0, 2, size=(n, 4)),
+        }
+        for s, n in sizes.items()
+    }
 
     arrays = {"modalities": np.array(["audio", "video"]), "label_names": np.array(["a", "b", "c", "d"])}
     for split in ("train", "valid", "test"):

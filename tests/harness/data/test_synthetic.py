@@ -1,4 +1,5 @@
 """The synthetic data: MOSEI shapes, and each planted effect shown real with scikit-learn."""
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression

@@ -1,4 +1,5 @@
 """The synthetic tabular data (T = 1 per view): shapes, and each planted effect shown real with scikit-learn."""
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -69,11 +70,15 @@ def test_prevalence_knob(default_data):
 def test_learnable_well_above_the_prior(default_data):
     ds, _ = default_data
     train, valid = ds.splits["train"], ds.splits["valid"]
-    scores = np.stack([
-        LogisticRegression(C=0.1, max_iter=500).fit(flat(train, ds.modalities), train.labels[:, j])
-        .predict_proba(flat(valid, ds.modalities))[:, 1]
-        for j in range(ds.spec.n_labels)
-    ], axis=1)  # fmt: skip
+    scores = np.stack(
+        [
+            LogisticRegression(C=0.1, max_iter=500)
+            .fit(flat(train, ds.modalities), train.labels[:, j])
+            .predict_proba(flat(valid, ds.modalities))[:, 1]
+            for j in range(ds.spec.n_labels)
+        ],
+        axis=1,
+    )
     prior = np.tile(train.labels.mean(0), (valid.n, 1))
     learnt = multilabel_metrics(valid.labels, scores, 0.25)["micro_f1"]
     floor = multilabel_metrics(valid.labels, prior, 0.25)["micro_f1"]
