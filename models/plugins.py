@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.data.dataset import DataSpec
+from models.spec import DataSpec
 from models.base import ClassicModel, LossOutput, NeuralModel
+from models import baselines, carat  # noqa: F401  the built-in names, which a plugin may not take
 from models.registry import REGISTRY, DuplicateNameError
 
 # Two modalities of different lengths and widths (unaligned), three labels: small enough to

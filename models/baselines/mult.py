@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.presets import preset_values
+from models.presets import preset_values
 from models.base import build_config
 from models.baselines.layers import (
     POOLINGS,
