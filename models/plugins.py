@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.spec import DataSpec
-from models.base import ClassicModel, LossOutput, NeuralModel
 from models import baselines, carat  # noqa: F401  the built-in names, which a plugin may not take
+from models.base import ClassicModel, LossOutput, NeuralModel
 from models.registry import REGISTRY, DuplicateNameError
+from models.spec import DataSpec
 
 # Two modalities of different lengths and widths (unaligned), three labels: small enough to
 # build any preset in a moment, shaped enough to catch a model that assumes one modality or T.
