@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from harness.presets import preset_values
+from models.presets import preset_values
 
 # What ``optimizer`` may name (see ``harness.optim``): the reference's BertAdam with warmup_linear
 # and per-tensor clipping, or torch's AdamW with linear warm-up/decay and one global clip.
@@ -17,6 +17,21 @@ OPTIMIZERS = ("reference", "adamw")
 
 # What ``precision`` may name; ``harness.precision`` says what each means on a device.
 PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def precision_problem(precision) -> str | None:
+    """What is wrong with ``precision`` (None: nothing): the one check, for study files, options and configs."""
+    if precision not in PRECISIONS:
+        return f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}"
+    return None
+
+
+def epochs_problem(epochs) -> str | None:
+    """What is wrong with an epoch count (None: nothing): the one check, for study files, options and configs."""
+    if epochs < 1:
+        return f"must be >= 1, got {epochs}"
+    return None
+
 
 TRAIN_PRESETS: dict[str, dict] = {
     # The paper / reference protocol (CARAT.md section 5).
@@ -72,8 +87,8 @@ class TrainConfig:
 
     def __post_init__(self):
         problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if problem := epochs_problem(self.epochs):
+            problems.append(f"epochs {problem}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
@@ -84,7 +99,7 @@ class TrainConfig:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not isinstance(self.drop_last, bool):
             problems.append(f"drop_last must be true or false, got {self.drop_last!r}")
-        if self.precision not in PRECISIONS:
+        if precision_problem(self.precision):  # worded as the other fields here
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold must be in (0, 1), got {self.threshold}")

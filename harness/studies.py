@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
+from types import UnionType
+from typing import get_args, get_origin, get_type_hints
 
 import yaml
 
-from harness.presets import PRESETS
+from harness.config import epochs_problem
+from models.presets import DEFAULT_PRESET, preset_problem
 
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 DEFAULT_SETTING = "default"
@@ -78,19 +81,23 @@ class Study:
     variants: tuple[str, ...]
     datasets: tuple[DataSource, ...] = (DataSource("synthetic"),)
     description: str = ""
-    preset: str = "small"
+    preset: str = DEFAULT_PRESET
     epochs: int | None = None  # None: the preset's
     overrides: dict = field(default_factory=dict)  # model or training fields, for every variant
     variant_overrides: dict = field(default_factory=dict)  # {variant: {field: value}}
-    search_space: tuple[SearchParam, ...] = ()
+    search_space: tuple[SearchParam, ...] = field(default=(), metadata={"file": dict})  # {name: range}
     trials: int = 0  # tuning budget per variant (with a search space)
     sweep: dict = field(default_factory=dict)  # {field: [values]}: one-at-a-time sensitivity settings
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tags: dict = field(default_factory=dict)  # free-form, copied onto the MLflow experiment
     plugins: tuple[str, ...] = ()  # model files (absolute paths) or dotted modules the variants come from
-    plugin_digests: dict = field(default_factory=dict)  # plugin -> hash of its source: its code is results-relevant
-    quick: bool = False  # a smoke test: results go to their own experiment, never among real ones
-    source: str = "<memory>"
+    plugin_digests: dict = field(
+        default_factory=dict, metadata={"file": None}
+    )  # plugin -> hash of its source: its code is results-relevant
+    quick: bool = field(
+        default=False, metadata={"file": None}
+    )  # a smoke test: results go to their own experiment, never among real ones
+    source: str = field(default="<memory>", metadata={"file": None})  # the file it was read from
 
     # -- what a run of this study consists of ------------------------------------------------
     @property
@@ -139,52 +146,11 @@ class Study:
         entry and the fingerprint of its loaded content. Finished runs count only under it."""
         return _digest([self.fingerprint(), self.dataset(dataset).identity(), data_fingerprint])
 
-    def with_options(
-        self,
-        dataset: str | None = None,
-        data_path: str | None = None,
-        seeds: int | None = None,
-        epochs: int | None = None,
-        trials: int | None = None,
-        preset: str | None = None,
-        quick: bool = False,
-        precision: str | None = None,
-    ) -> Study:
-        """This study with command-line options applied (each None leaves the file's value).
+    def with_options(self, **values) -> Study:
+        """This study with command-line options applied (see ``harness.options.RUN_OPTIONS``)."""
+        from harness.options import apply_to_study
 
-        ``quick`` first shrinks the study to a smoke test; options given explicitly then win over
-        its defaults (``--quick --seeds 3`` runs 3 seeds, ``--quick --epochs 2`` two epochs)."""
-        study = self.as_quick() if quick else self
-        changes: dict = {}
-        if dataset is not None:
-            changes["datasets"] = (study._narrowed_to(dataset),)
-        if data_path is not None:
-            chosen = changes.get("datasets", study.datasets)
-            if len(chosen) != 1:
-                names = ", ".join(d.name for d in chosen)
-                raise StudyError(f"--data-path needs --dataset: study {self.name!r} has several data sets ({names})")
-            changes["datasets"] = (replace(chosen[0], data_path=str(Path(data_path).expanduser().resolve())),)
-        if seeds is not None:
-            changes["seeds"] = _first_seeds(self.seeds, seeds)
-        if epochs is not None:
-            if epochs < 1:
-                raise StudyError(f"--epochs must be >= 1, got {epochs}")
-            changes["epochs"] = epochs
-        if trials is not None:
-            if trials < 0:
-                raise StudyError(f"--trials must be >= 0, got {trials}")
-            changes["trials"] = trials
-        if preset is not None:
-            if preset not in PRESETS:
-                raise StudyError(f"--preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-            changes["preset"] = preset
-        if precision is not None:
-            from harness.config import PRECISIONS
-
-            if precision not in PRECISIONS:
-                raise StudyError(f"--precision: unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-            changes["overrides"] = {**study.overrides, "precision": precision}  # part of the configuration
-        return replace(study, **changes)
+        return apply_to_study(self, **values)
 
     def as_quick(self) -> Study:
         """Smoke-test form: tiny data where the loader has sizes, 1 epoch, at most 2 seeds, 2 trials
@@ -228,35 +194,44 @@ def _digest(value) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def _first_seeds(seeds: tuple[int, ...], count: int) -> tuple[int, ...]:
-    """The first ``count`` seeds; beyond the study's list, further seeds follow its largest one."""
-    if count < 1:
-        raise StudyError(f"--seeds must be >= 1, got {count}")
-    extra = tuple(range(max(seeds) + 1, max(seeds) + 1 + count - len(seeds)))
-    return (seeds + extra)[:count]
-
-
 # -- loading and validation --------------------------------------------------------------------
 
-_TYPES = {
-    "name": str,
-    "description": str,
-    "dataset": str,
-    "dataset_options": dict,
-    "data_path": (str, type(None)),
-    "datasets": list,
-    "preset": str,
-    "epochs": (int, type(None)),
-    "overrides": dict,
-    "variant_overrides": dict,
-    "search_space": dict,
-    "trials": int,
-    "sweep": dict,
-    "seeds": list,
-    "variants": list,
-    "tags": dict,
-    "plugins": list,
-}
+
+def _file_type(hint, metadata) -> type | tuple[type, ...] | None:
+    """What a study file writes for a field of this type: a tuple is a YAML list, ``X | None`` either."""
+    if "file" in metadata:
+        return metadata["file"]
+    if get_origin(hint) is tuple:
+        return list
+    if isinstance(hint, UnionType):
+        return tuple(get_origin(a) or a for a in get_args(hint))
+    return get_origin(hint) or hint
+
+
+def _schema() -> dict[str, type | tuple[type, ...]]:
+    """The fields of a study file and their YAML types, read from the dataclasses: ``Study``'s fields
+    (less those the loader computes) and the single-data-set form (``DataSource``'s fields)."""
+    types = {}
+    for cls, renamed in ((Study, {}), (DataSource, _SINGLE_DATASET)):
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            name = renamed.get(f.name, f.name) if cls is DataSource else f.name
+            if cls is DataSource and f.name not in renamed:
+                continue
+            kind = _file_type(hints[f.name], f.metadata)
+            if kind is not None:
+                types[name] = kind
+    return types
+
+
+def _default(name: str):
+    """The default of a ``Study`` field (the one place it is written)."""
+    f = next(f for f in fields(Study) if f.name == name)
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+# The single-data-set form of a study file: DataSource field -> its name in the file.
+_SINGLE_DATASET = {"loader": "dataset", "options": "dataset_options", "data_path": "data_path"}
 _DATASET_ENTRY_FIELDS = ("name", "label", "data_path", "options")
 
 
@@ -290,14 +265,15 @@ def from_dict(raw, source: str = "<memory>") -> Study:
 
     if not isinstance(raw, dict):
         raise StudyError(f"{source}: a study file must be a mapping of fields, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_TYPES))
+    schema = _schema()
+    unknown = sorted(set(raw) - set(schema))
     if unknown:
-        raise StudyError(f"{source}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(_TYPES))}")
+        raise StudyError(f"{source}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(schema))}")
     for required in ("name", "variants"):
         if required not in raw:
             fail(required, "is required")
     for key, value in raw.items():
-        expected = _TYPES[key]
+        expected = schema[key]
         if isinstance(value, bool) and expected is int or not isinstance(value, expected):
             want = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
             fail(key, f"must be {want}, got {type(value).__name__} {value!r}")
@@ -312,19 +288,18 @@ def from_dict(raw, source: str = "<memory>") -> Study:
             fail("variants", f"unknown variant {v!r}; valid: {', '.join(models.list())}")
     if len(set(variants)) != len(variants):
         fail("variants", "lists a variant twice")
-    seeds = raw.get("seeds", [1, 2, 3, 4, 5])
+    seeds = raw.get("seeds", list(_default("seeds")))
     if not seeds:
         fail("seeds", "must list at least one seed")
     if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         fail("seeds", f"must be distinct non-negative integers, got {seeds}")
     epochs = raw.get("epochs")
-    if epochs is not None and epochs < 1:
-        fail("epochs", f"must be >= 1, got {epochs}")
-    if raw.get("trials", 0) < 0:
+    if epochs is not None and (problem := epochs_problem(epochs)):
+        fail("epochs", problem)
+    if raw.get("trials", _default("trials")) < 0:
         fail("trials", f"must be >= 0, got {raw['trials']}")
-    preset = raw.get("preset", "small")
-    if preset not in PRESETS:
-        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    if problem := preset_problem(raw.get("preset", _default("preset"))):
+        fail("preset", problem)
     for variant in raw.get("variant_overrides", {}):
         if variant not in variants:
             fail("variant_overrides", f"variant {variant!r} is not in this study's variants {variants}")
@@ -333,7 +308,7 @@ def from_dict(raw, source: str = "<memory>") -> Study:
             fail("sweep", f"{key!r} must map to a non-empty list of values")
 
     search_space = tuple(_search_param(name, spec, fail) for name, spec in raw.get("search_space", {}).items())
-    if search_space and raw.get("trials", 0) == 0:
+    if search_space and raw.get("trials", _default("trials")) == 0:
         fail("trials", "a search space needs a trial budget > 0")
     for variant in variants:
         if models.source(variant) in plugins:
@@ -399,7 +374,7 @@ def _data_sources(raw: dict, base_dir: Path, fail) -> tuple[DataSource, ...]:
             (
                 "dataset",
                 {
-                    "name": raw.get("dataset", "synthetic"),
+                    "name": raw.get("dataset", _default("datasets")[0].loader),
                     "data_path": raw.get("data_path"),
                     "options": raw.get("dataset_options", {}),
                 },

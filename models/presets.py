@@ -32,6 +32,13 @@ PRESETS: tuple[str, ...] = ("paper", "small")
 DEFAULT_PRESET = "small"
 
 
+def preset_problem(preset) -> str | None:
+    """What is wrong with ``preset`` as a preset name (None: nothing): the one check of a preset."""
+    if preset not in PRESETS:
+        return f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}"
+    return None
+
+
 def preset_values(table: Mapping[str, Mapping], preset: str, model_name: str) -> dict:
     """A copy of ``table[preset]``; an unknown preset is refused with the valid names.
 
