@@ -23,6 +23,7 @@ from models.presets import DEFAULT_PRESET, preset_problem
 
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 DEFAULT_SETTING = "default"
+COMPUTED = {"file": None}  # field metadata: not a field of a study file
 
 
 class StudyError(ValueError):
@@ -91,13 +92,10 @@ class Study:
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tags: dict = field(default_factory=dict)  # free-form, copied onto the MLflow experiment
     plugins: tuple[str, ...] = ()  # model files (absolute paths) or dotted modules the variants come from
-    plugin_digests: dict = field(
-        default_factory=dict, metadata={"file": None}
-    )  # plugin -> hash of its source: its code is results-relevant
-    quick: bool = field(
-        default=False, metadata={"file": None}
-    )  # a smoke test: results go to their own experiment, never among real ones
-    source: str = field(default="<memory>", metadata={"file": None})  # the file it was read from
+    # Computed by the loader, never written in a study file (metadata file=None):
+    plugin_digests: dict = field(default_factory=dict, metadata=COMPUTED)  # plugin -> hash of its source
+    quick: bool = field(default=False, metadata=COMPUTED)  # a smoke test: results go to their own experiment
+    source: str = field(default="<memory>", metadata=COMPUTED)  # the file it was read from
 
     # -- what a run of this study consists of ------------------------------------------------
     @property
