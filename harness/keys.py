@@ -55,11 +55,11 @@ def degenerate_kinds(reasons: str | None) -> str | None:
     """The short kinds of a ``degenerate`` sentence ("constant predictor (...); no better than ... (...)"
     -> "constant predictor; no better than ..."): written as their own tag beside it, so that no
     reader has to take the sentence apart. (The trainer gives the reasons as one sentence.)"""
-    if not reasons:
+    if not isinstance(reasons, str) or not reasons:  # None, or NaN in a table
         return None
     return "; ".join(dict.fromkeys(part.split(" (")[0] for part in reasons.split("; ")))
 
 
 def degenerate_tags(reasons: str | None) -> dict[str, str]:
     """The tags of a result that is no finding (none for a result that is one)."""
-    return {DEGENERATE: reasons, DEGENERATE_KINDS: degenerate_kinds(reasons)} if reasons else {}
+    return {DEGENERATE: reasons, DEGENERATE_KINDS: degenerate_kinds(reasons)} if degenerate_kinds(reasons) else {}
