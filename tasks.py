@@ -177,8 +177,12 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     """Write tables (Markdown, LaTeX, CSV), significance tests and figures of finished studies to one index.html."""
     from pathlib import Path
 
+    import optuna
+
     import reports
     from harness.storage import StorageError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command sets the libraries' log levels
 
     names = [name.strip() for value in study or [] for name in value.split(",") if name.strip()]
     out_dir = Path(out) if out else reports.DEFAULT_OUT

@@ -12,7 +12,7 @@ loaded on the first question to the registry, so that the pure contracts beside 
 
 from models.registry import REGISTRY, DuplicateNameError, register  # noqa: F401
 
-_FROM_REGISTRY = ("create", "describe", "list", "source")
+_FROM_REGISTRY = ("create", "describe", "list", "names_from", "source")
 _FROM_PLUGINS = ("PluginError", "check_contract", "load_plugins")
 
 
