@@ -93,13 +93,13 @@ def list_studies(c):
         print(f"{name:<18} {', '.join(study.variants)}\n{'':<18} {study.description}")
 
 
-@harness_task(
-    help={
-        "tracking_uri": "MLflow store (default runs/mlflow.db)",
-        "host": "interface to bind (default 127.0.0.1: this machine only)",
-        "port": "port (default 5000)",
-    }
-)
+def _server_help(store: str, help_text: str, port: int) -> dict:
+    """The help of a task that serves a store: the store option, then where it listens."""
+    bind = "interface to bind (default 127.0.0.1: this machine only)"
+    return {store: help_text, "host": bind, "port": f"port (default {port})"}
+
+
+@harness_task(help=_server_help("tracking_uri", "MLflow store (default runs/mlflow.db)", 5000))
 def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
     """Start the MLflow UI on the study store, with links that open each study ready to compare."""
     from harness.storage import prepare_tracking, redact
@@ -116,11 +116,9 @@ def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
 
 
 @harness_task(
-    help={
-        "storage": "Optuna storage: a journal file or postgresql://... (default runs/optuna.journal)",
-        "host": "interface to bind (default 127.0.0.1: this machine only)",
-        "port": "port (default 8080)",
-    }
+    help=_server_help(
+        "storage", "Optuna storage: a journal file or postgresql://... (default runs/optuna.journal)", 8080
+    )
 )
 def dashboard(c, storage=None, host="127.0.0.1", port=8080):
     """Start optuna-dashboard on the studies' Optuna storage: tuning histories, importances, trials."""
