@@ -11,7 +11,7 @@ from harness.run.plan import Plan
 from harness.storage import open_optuna_storage
 from harness.workqueue import SETTLED
 
-POLL_SECONDS = 2.0
+POLL_SECONDS = 2.0  # how often a waiting worker, and the overall bar, look at the queues again
 
 
 def quiet_libraries(verbose: bool) -> None:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 import models
 from harness import keys, tracking, trainer
 from harness.run.plan import Plan, Unit, build_run, load_data
-from harness.run.progress import quiet_libraries
+from harness.run.progress import POLL_SECONDS, quiet_libraries
 from harness.run.record import data_profile, resolved_config, run_name, run_params, run_tags
 from harness.run.schedule import (
     LIVE,
@@ -32,8 +32,6 @@ from harness.run.schedule import (
 )
 from harness.storage import RUNS_DIR, open_optuna_storage, redact_text, safe_name
 from harness.workqueue import Claim
-
-POLL_SECONDS = 2.0
 
 
 def work(plan: Plan, worker: int, overall=None) -> int:
