@@ -88,6 +88,36 @@ def from_dict(raw, source: str = "<memory>") -> Study:
     def fail(fieldname: str, problem: str):
         raise StudyError(f"{source}: field {fieldname!r}: {problem}")
 
+    _check_types(raw, source, fail)
+    base_dir = Path(source).resolve().parent if source != "<memory>" else Path.cwd()
+    plugins, digests = _plugins(raw.get("plugins", []), base_dir, fail)
+    variants, seeds = raw["variants"], raw.get("seeds", list(_default("seeds")))
+    _check_values(raw, variants, seeds, fail)
+    search_space = tuple(_search_param(name, spec, fail) for name, spec in raw.get("search_space", {}).items())
+    if search_space and raw.get("trials", _default("trials")) == 0:
+        fail("trials", "a search space needs a trial budget > 0")
+    for variant in variants:
+        if models.source(variant) in plugins:
+            try:
+                models.check_contract(variant)
+            except models.PluginError as exc:
+                fail("plugins", str(exc))
+    values = {k: v for k, v in raw.items() if k not in ("search_space", *_SINGLE_DATASET.values())}
+    values.update(
+        variants=tuple(variants),
+        seeds=tuple(seeds),
+        search_space=search_space,
+        source=source,
+        overrides=_numbers(values.get("overrides", {})),
+        datasets=_data_sources(raw, base_dir, fail),
+        plugins=tuple(plugins),
+        plugin_digests=digests,
+    )
+    return Study(**values)
+
+
+def _check_types(raw, source: str, fail) -> None:
+    """A mapping of known fields, the required ones there, each of its schema type."""
     if not isinstance(raw, dict):
         raise StudyError(f"{source}: a study file must be a mapping of fields, got {type(raw).__name__}")
     schema = _schema()
@@ -103,9 +133,12 @@ def from_dict(raw, source: str = "<memory>") -> Study:
             want = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
             fail(key, f"must be {want}, got {type(value).__name__} {value!r}")
 
-    base_dir = Path(source).resolve().parent if source != "<memory>" else Path.cwd()
-    plugins, digests = _plugins(raw.get("plugins", []), base_dir, fail)
-    variants = raw["variants"]
+
+def _check_values(raw: dict, variants: list, seeds: list, fail) -> None:
+    """Registered, distinct variants; distinct non-negative seeds; epochs, trials, preset, the
+    variants of variant_overrides and the sweeps' value lists."""
+    import models
+
     if not variants:
         fail("variants", "must list at least one variant")
     for v in variants:
@@ -113,7 +146,6 @@ def from_dict(raw, source: str = "<memory>") -> Study:
             fail("variants", f"unknown variant {v!r}; valid: {', '.join(models.list())}")
     if len(set(variants)) != len(variants):
         fail("variants", "lists a variant twice")
-    seeds = raw.get("seeds", list(_default("seeds")))
     if not seeds:
         fail("seeds", "must list at least one seed")
     if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
@@ -131,28 +163,6 @@ def from_dict(raw, source: str = "<memory>") -> Study:
     for key, values in raw.get("sweep", {}).items():
         if not isinstance(values, list) or not values:
             fail("sweep", f"{key!r} must map to a non-empty list of values")
-
-    search_space = tuple(_search_param(name, spec, fail) for name, spec in raw.get("search_space", {}).items())
-    if search_space and raw.get("trials", _default("trials")) == 0:
-        fail("trials", "a search space needs a trial budget > 0")
-    for variant in variants:
-        if models.source(variant) in plugins:
-            try:
-                models.check_contract(variant)
-            except models.PluginError as exc:
-                fail("plugins", str(exc))
-    values = {k: v for k, v in raw.items() if k not in ("search_space", "dataset", "dataset_options", "data_path")}
-    values.update(
-        variants=tuple(variants),
-        seeds=tuple(seeds),
-        search_space=search_space,
-        source=source,
-        overrides=_numbers(values.get("overrides", {})),
-        datasets=_data_sources(raw, base_dir, fail),
-        plugins=tuple(plugins),
-        plugin_digests=digests,
-    )
-    return Study(**values)
 
 
 def _plugins(entries: list, base_dir: Path, fail) -> tuple[list[str], dict]:
