@@ -1,121 +1,34 @@
 """Entry points: ``invoke --list`` shows them all, ``invoke TASK --help`` explains one.
 
-Each task is a thin shell: parse options, call the library, print where to look.
+Each task is a thin shell: parse options, call the library, print where to look. The run options
+of ``ablate`` and ``tune`` are the rows of ``harness.options.RUN_OPTIONS``; how options parse and
+what the tasks print is ``harness.cli``.
 """
 
-import os
 import sys
 
-from invoke import Argument, Task, task
 from invoke.exceptions import Exit
 
-from harness.presets import PRESETS  # the one list of preset names (no heavy imports)
-
-SHORT_FLAGS = {
-    "study": "s",
-    "dataset": "d",
-    "seeds": "n",
-    "epochs": "e",
-    "trials": "t",
-    "workers": "w",
-    "preset": "p",
-    "quick": "q",
-    "verbose": "v",
-    "out": "o",
-    "port": "p",
-    "json": "j",
-}
-WHOLE_NUMBERS = ("seeds", "epochs", "trials", "workers", "port", "batch", "steps", "threads")
+from harness.cli import harness_task, with_options
+from harness.options import RUN_HELP, RUN_OPTIONS  # the one table of run options (no heavy imports)
 
 
-class HarnessTask(Task):
-    """invoke's Task with the harness's conventions: whole-number options are typed (``--seeds=INT``
-    in the help; a bad value is one clear error, exit 2, not a traceback), and the short flags are
-    the ones above instead of invoke's first free letter of each name (which made ``-e`` mean
-    ``--seeds``). ``-h`` stays help."""
-
-    def arg_opts(self, name, default, taken_names):
-        opts = super().arg_opts(name, default, taken_names)
-        if name in WHOLE_NUMBERS:
-            opts["kind"] = int
-        if name in SHORT_FLAGS and SHORT_FLAGS[name] not in taken_names:
-            opts["names"].append(SHORT_FLAGS[name])
-        return opts
-
-    def get_arguments(self, ignore_unknown_help=None):
-        arguments = super().get_arguments(ignore_unknown_help)
-        for argument in arguments:
-            if argument.kind is int:
-                argument.__class__ = _WholeNumber  # invoke builds plain Arguments; only the error differs
-        return arguments
-
-
-class _WholeNumber(Argument):
-    def set_value(self, value, cast=True):
-        try:
-            super().set_value(value, cast)
-        except ValueError:
-            raise Exit(
-                f"error: --{self.name.replace('_', '-')} must be a whole number, got {value!r}", code=2
-            ) from None
-
-
-def harness_task(*args, **kwargs):
-    """``@task`` with :class:`HarnessTask` and no automatic short flags."""
-    return task(*args, klass=HarnessTask, auto_shortflags=False, **kwargs)
-
-
-RUN_HELP = {
-    "study": "study name (a file in studies/) or path to a study YAML",
-    "dataset": "run on this data set only: one of the study's, or a loader name instead (see `invoke data --help`)",
-    "data_path": "folder (or file) holding the data set's files (with one data set)",
-    "seeds": "number of seeds: the study's first N, extended with further seeds beyond its list (default: all)",
-    "epochs": "epochs per training run (default: the study's, else the preset's)",
-    "trials": "Optuna tuning budget per variant (default: the study's)",
-    "preset": f"model/training preset: {' or '.join(PRESETS)} (default: the study's; see harness/presets.py)",
-    "device": "cpu (default), cuda, cuda:N or auto",
-    "precision": "fp32 (reproducible on CPU), bf16 (autocast; losses, SupCon, prototypes, queue in fp32) or auto "
-    "(bf16 where the device supports it) (default: the study's, else fp32)",
-    "workers": "local worker processes (joblib), sharing the CPU threads (default 1)",
-    "storage": "Optuna storage: postgresql://... or a journal file path (default runs/optuna.journal)",
-    "tracking_uri": "MLflow tracking URI: http://host:port, postgresql://..., sqlite:///... (default runs/mlflow.db)",
-    "quick": "smoke test: tiny data, 1 epoch, 2 seeds, in its own experiment <study>.quick; explicit options win",
-    "keep_checkpoints": "keep each finished run's last checkpoint (default: deleted once the run is in MLflow)",
-    "checkpoint_dir": "where runs keep their per-epoch checkpoints (default runs/checkpoints)",
-    "verbose": "show Optuna's and MLflow's INFO logs",
-}
-
-
-def _run_study(study, tune_only, **options):
-    from harness import runner, studies
+def _run_study(c, study, tune_only, **values):
+    from harness import run, studies
+    from harness.cli import print_outcome
     from harness.data import DataFormatError
+    from harness.options import RunOptions, split
     from harness.storage import StorageError
 
+    study_values, run_values = split(values)
+    run.quiet_libraries(run_values["verbose"])  # the command sets the libraries' log levels
     try:
-        spec = studies.load(study).with_options(
-            dataset=options["dataset"],
-            data_path=options["data_path"],
-            seeds=options["seeds"],
-            epochs=options["epochs"],
-            trials=options["trials"],
-            preset=options["preset"],
-            quick=options["quick"],
-            precision=options["precision"],
-        )
-        run_options = runner.RunOptions(
-            device=options["device"],
-            workers=options["workers"],
-            storage=options["storage"],
-            tracking_uri=options["tracking_uri"],
-            tune_only=tune_only,
-            checkpoint_dir=options["checkpoint_dir"],
-            keep_checkpoints=options["keep_checkpoints"],
-            verbose=options["verbose"],
-        )
-        outcome = runner.run(spec, run_options)
+        spec = studies.load(study).with_options(**study_values)
+        run_options = RunOptions(tune_only=tune_only, **run_values)
+        outcome = run.run(spec, run_options)
     except (studies.StudyError, StorageError, DataFormatError, FileNotFoundError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
-    _print_outcome(outcome, run_options)
+    print_outcome(outcome, run_options.tracking_uri)
     if not outcome.ok:
         raise Exit(
             f"{len(outcome.failed)} run(s) failed and {len(outcome.missing)} are missing; "
@@ -124,118 +37,21 @@ def _run_study(study, tune_only, **options):
         )
 
 
-def _print_outcome(outcome, options):
-    """The summary of what the tracking store holds for this study (read from MLflow)."""
-    from harness.storage import redact
-
-    print(f"\n{outcome.ran} run(s) trained by this command.")
-    if outcome.finished:
-        import pandas as pd
-
-        table = pd.DataFrame(outcome.finished)
-        table["flagged"] = table.get("degenerate", pd.Series(index=table.index, dtype=object)).apply(
-            lambda reason: isinstance(reason, str)
-        )
-        keys = ["variant", "dataset", "setting"] if table["dataset"].nunique() > 1 else ["variant", "setting"]
-        summary = table.groupby(keys, sort=False).agg(
-            mean=("test_micro_f1", "mean"),
-            std=("test_micro_f1", "std"),
-            seeds=("test_micro_f1", "count"),
-            flagged=("flagged", "sum"),
-        )
-        print(
-            f"\nStudy {outcome.experiment}: test micro-F1 over seeds (flagged: runs that are no finding)\n"
-            f"{summary.round(4).to_string()}"
-        )
-        for key, rows in table[table["flagged"]].groupby(keys, sort=False):
-            seeds = ", ".join(str(s) for s in rows["seed"])
-            reasons = "; ".join(
-                dict.fromkeys(r.split(" (")[0] for text in rows["degenerate"] for r in text.split("; "))
-            )
-            print(
-                f"WARNING: {' / '.join(key)}: {len(rows)} of {int(summary.loc[key, 'seeds'])} runs are no finding "
-                f"(seeds {seeds}): {reasons}",
-                file=sys.stderr,
-            )
-    for unit in outcome.failed:
-        print(f"FAILED {unit['variant']} seed {unit['seed']} ({unit['setting']}): {unit['reason']}", file=sys.stderr)
-    uri = f" --tracking-uri {redact(options.tracking_uri)}" if options.tracking_uri else ""
-    n_runs = len(outcome.finished)
-    print(
-        f"\n{n_runs} finished run(s) of this configuration are in MLflow experiment {outcome.experiment!r} "
-        f"({redact(outcome.tracking_uri)}).\n"
-        f"  browse:  invoke ui{uri}\n"
-        f"  report:  invoke report --study {outcome.experiment}{uri}   (writes reports/build/index.html)"
-    )
-
-
-@harness_task(help=RUN_HELP)
-def ablate(
-    c,
-    study="no_shuffle",
-    dataset=None,
-    data_path=None,
-    seeds=None,
-    epochs=None,
-    trials=None,
-    preset=None,
-    device="cpu",
-    precision=None,
-    workers=1,
-    storage=None,
-    tracking_uri=None,
-    quick=False,
-    keep_checkpoints=False,
-    checkpoint_dir=None,
-    verbose=False,
-):
+def _ablate(c, study, **values):
     """Run a study: tuning (if it has a search space) then seeded repeats, tracked in MLflow."""
-    _run_study(study, tune_only=False, **_options(locals()))
+    _run_study(c, study, tune_only=False, **values)
 
 
-@harness_task(help=RUN_HELP)
-def tune(
-    c,
-    study="tune",
-    dataset=None,
-    data_path=None,
-    seeds=None,
-    epochs=None,
-    trials=None,
-    preset=None,
-    device="cpu",
-    precision=None,
-    workers=1,
-    storage=None,
-    tracking_uri=None,
-    quick=False,
-    keep_checkpoints=False,
-    checkpoint_dir=None,
-    verbose=False,
-):
+def _tune(c, study, **values):
     """Run only the Optuna search of a study (pruned on validation micro-F1)."""
-    _run_study(study, tune_only=True, **_options(locals()))
+    _run_study(c, study, tune_only=True, **values)
 
 
-def _options(values: dict) -> dict:
-    keep = (
-        "dataset",
-        "data_path",
-        "seeds",
-        "epochs",
-        "trials",
-        "preset",
-        "device",
-        "precision",
-        "workers",
-        "storage",
-        "tracking_uri",
-        "quick",
-        "keep_checkpoints",
-        "checkpoint_dir",
-        "verbose",
-    )
-    return {k: values[k] for k in keep}
+STUDY_HELP = {"study": "study name (a file in studies/) or path to a study YAML"}
+ablate = harness_task(name="ablate", help={**STUDY_HELP, **RUN_HELP})(
+    with_options(_ablate, RUN_OPTIONS, {"study": "no_shuffle"})
+)
+tune = harness_task(name="tune", help={**STUDY_HELP, **RUN_HELP})(with_options(_tune, RUN_OPTIONS, {"study": "tune"}))
 
 
 @harness_task(
@@ -277,13 +93,13 @@ def list_studies(c):
         print(f"{name:<18} {', '.join(study.variants)}\n{'':<18} {study.description}")
 
 
-@harness_task(
-    help={
-        "tracking_uri": "MLflow store (default runs/mlflow.db)",
-        "host": "interface to bind (default 127.0.0.1: this machine only)",
-        "port": "port (default 5000)",
-    }
-)
+def _server_help(store: str, help_text: str, port: int) -> dict:
+    """The help of a task that serves a store: the store option, then where it listens."""
+    bind = "interface to bind (default 127.0.0.1: this machine only)"
+    return {store: help_text, "host": bind, "port": f"port (default {port})"}
+
+
+@harness_task(help=_server_help("tracking_uri", "MLflow store (default runs/mlflow.db)", 5000))
 def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
     """Start the MLflow UI on the study store, with links that open each study ready to compare."""
     from harness.storage import prepare_tracking, redact
@@ -300,11 +116,9 @@ def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
 
 
 @harness_task(
-    help={
-        "storage": "Optuna storage: a journal file or postgresql://... (default runs/optuna.journal)",
-        "host": "interface to bind (default 127.0.0.1: this machine only)",
-        "port": "port (default 8080)",
-    }
+    help=_server_help(
+        "storage", "Optuna storage: a journal file or postgresql://... (default runs/optuna.journal)", 8080
+    )
 )
 def dashboard(c, storage=None, host="127.0.0.1", port=8080):
     """Start optuna-dashboard on the studies' Optuna storage: tuning histories, importances, trials."""
@@ -334,35 +148,16 @@ def data(c, dataset="synthetic", data_path=None, option=None, json=False):
     import json as json_lib
 
     from harness import data as datasets
+    from harness.cli import loader_options, print_data_summary
 
     try:
-        loaded = datasets.load(dataset, data_path=data_path, **_loader_options(option or []))
+        loaded = datasets.load(dataset, data_path=data_path, **loader_options(option or []))
     except (datasets.DataFormatError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
         raise Exit(f"error: {exc}", code=1) from None
-    summary = loaded.summary()
     if json:
-        print(json_lib.dumps(summary))
+        print(json_lib.dumps(loaded.summary()))
         return
-    print(f"{summary['dataset']} ({'aligned' if loaded.aligned else 'unaligned'}) from {loaded.source}")
-    print("modalities: " + ", ".join(f"{m} (T={t}, D={d})" for m, (t, d) in summary["modalities"].items()))
-    labels = summary["labels"]
-    widths = [max(len(name), 5) for name in labels]
-    print(f"{'split':<6} {'n':>6}  " + "  ".join(f"{name:>{w}}" for name, w in zip(labels, widths)))
-    for split, info in summary["splits"].items():
-        counts = "  ".join(f"{count:>{w}}" for count, w in zip(info["label_counts"], widths))
-        print(f"{split:<6} {info['n']:>6}  {counts}")
-
-
-def _loader_options(pairs: list[str]) -> dict:
-    import yaml
-
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise Exit(f"error: --option takes KEY=VALUE, got {pair!r}", code=1)
-        options[key.strip()] = yaml.safe_load(value)
-    return options
+    print_data_summary(loaded)
 
 
 REPORT_HELP = {
@@ -380,8 +175,12 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     """Write tables (Markdown, LaTeX, CSV), significance tests and figures of finished studies to one index.html."""
     from pathlib import Path
 
+    import optuna
+
     import reports
     from harness.storage import StorageError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command sets the libraries' log levels
 
     names = [name.strip() for value in study or [] for name in value.split(",") if name.strip()]
     out_dir = Path(out) if out else reports.DEFAULT_OUT
@@ -420,40 +219,15 @@ def bench(
 ):
     """Benchmark training-step time, peak memory, FLOPs and fraction of matmul peak (and whole-study wall time)."""
     import json as json_lib
-    import platform
-    from datetime import date
     from pathlib import Path
 
     import pandas as pd
-    import torch
 
-    from harness import bench as benchmarks
-    from harness.precision import native_bf16, resolve_precision
+    from harness.cli import run_benchmarks, write_bench_files
     from harness.storage import RUNS_DIR
 
     try:
-        if resolve_precision(precision, "cpu") == torch.bfloat16 and not native_bf16("cpu"):
-            print(
-                "note: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, far slower than "
-                "fp32; --precision auto picks fp32 here",
-                file=sys.stderr,
-            )
-        if only:
-            results = [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False, precision=precision)]
-        else:
-            print(f"bench matmul peaks ({threads} threads) ...", file=sys.stderr, flush=True)
-            peaks = benchmarks.matmul_peaks(threads, isolate=True)
-            plan = [("carat-step", "small")] + [(name, preset) for name in benchmarks.case_names()]
-            results = []
-            for name, case_preset in plan:
-                print(f"bench {name} ({case_preset}) ...", file=sys.stderr, flush=True)
-                results.append(
-                    benchmarks.run_case(name, case_preset, batch, steps, threads, precision=precision, peaks=peaks)
-                )
-            if studies:
-                for workers in (1, 2):
-                    print(f"bench study no_shuffle, {workers} worker(s) ...", file=sys.stderr, flush=True)
-                    results.append(benchmarks.time_study("no_shuffle", workers))
+        results, peaks = run_benchmarks(only, preset, batch, steps, threads, precision, studies)
     except (ValueError, RuntimeError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
     table = pd.DataFrame(results).drop(columns=["torch"], errors="ignore")
@@ -465,22 +239,8 @@ def bench(
     if only:
         return
     folder = Path(out) if out else RUNS_DIR / "bench"
-    folder.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}"
     command = (
         f"invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads} --precision {precision}"
     )
-    peak_line = ", ".join(f"{name} {value} GFLOP/s" for name, value in peaks.items())
-    header = f"Measured {date.today()} on {machine} with `{command}`; matmul peak at {threads} threads: {peak_line}\n\n"
-    report = {"machine": machine, "command": command, "matmul_peak_gflops": peaks, "results": results}
-    (folder / "bench.json").write_text(json_lib.dumps(report, indent=1))
-    (folder / "bench.md").write_text(header + _markdown_table(table))
+    write_bench_files(folder, results, table, peaks, command, threads)
     print(f"wrote {folder / 'bench.md'} and {folder / 'bench.json'}", file=sys.stderr if json else sys.stdout)
-
-
-def _markdown_table(frame) -> str:
-    frame = frame.convert_dtypes()  # integer columns stay integers beside the missing cells
-    cells = frame.astype(object).where(frame.notna(), "")
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
-    return "\n".join(lines) + "\n"

@@ -15,25 +15,11 @@ import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from harness import keys
 from harness.studies import DEFAULT_SETTING
 
-TAGS = (
-    "study",
-    "variant",
-    "dataset",
-    "seed",
-    "phase",
-    "setting",
-    "optuna_trial",
-    "optuna_study",
-    "config_hash",
-    "data_fingerprint",
-    "code_version",
-    "failure_reason",
-    "degenerate",
-    "resumed_from_epoch",
-)
-UNIT = ["variant", "dataset", "setting", "seed"]  # with config_hash: what makes a unit's result
+TAGS = keys.READ_TAGS
+UNIT = list(keys.UNIT)  # with config_hash: what makes a unit's result
 PAGE = 1000
 
 
@@ -60,10 +46,10 @@ def runs(client: MlflowClient, experiment: str, filter_string: str = "") -> pd.D
 def finished(table: pd.DataFrame, config_hashes=None) -> pd.DataFrame:
     """The result of every unit: its FINISHED repeat run (the latest, should a unit have been run
     twice), of the given configurations (all when None)."""
-    done = table[(table["phase"] == "repeat") & (table["status"] == "FINISHED")]
+    done = table[(table[keys.PHASE] == keys.REPEAT) & (table["status"] == "FINISHED")]
     if config_hashes is not None:
-        done = done[done["config_hash"].isin(list(config_hashes))]
-    return done.sort_values("start_time").drop_duplicates([*UNIT, "config_hash"], keep="last")
+        done = done[done[keys.CONFIG_HASH].isin(list(config_hashes))]
+    return done.sort_values("start_time").drop_duplicates([*UNIT, keys.CONFIG_HASH], keep="last")
 
 
 def has_finished_run(client: MlflowClient, experiment: str, unit: dict) -> bool:
@@ -72,8 +58,8 @@ def has_finished_run(client: MlflowClient, experiment: str, unit: dict) -> bool:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return False
-    conditions = [f"tags.{k} = '{unit[k]}'" for k in (*UNIT, "config_hash")]
-    query = " and ".join([*conditions, "tags.phase = 'repeat'", "attributes.status = 'FINISHED'"])
+    conditions = [f"tags.{k} = '{unit[k]}'" for k in (*UNIT, keys.CONFIG_HASH)]
+    query = " and ".join([*conditions, f"tags.{keys.PHASE} = '{keys.REPEAT}'", "attributes.status = 'FINISHED'"])
     return bool(_search(client, found.experiment_id, max_results=1, filter_string=query))
 
 
@@ -113,6 +99,11 @@ def _table(found: list) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=None if rows else empty)
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
     table["setting"] = table["setting"].fillna(DEFAULT_SETTING)
+    # Runs tracked before the kinds were their own tag: the same kinds, from the reasons.
+    table[keys.DEGENERATE_KINDS] = [
+        kinds if isinstance(kinds, str) else keys.degenerate_kinds(reasons)
+        for kinds, reasons in zip(table[keys.DEGENERATE_KINDS], table[keys.DEGENERATE])
+    ]
     return table
 
 

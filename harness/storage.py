@@ -1,6 +1,7 @@
 """Where studies keep their state: the Optuna storage and the MLflow tracking store.
 
-Defaults need no server and live under the git-ignored ``runs/``:
+Defaults need no server and live under the runs folder: ``$CARAT_RUNS_DIR`` when set, else the
+git-ignored ``runs/`` at the repository root (``RUNS_DIR``, read once when the harness is imported):
 
 * Optuna: a journal file (``runs/optuna.journal``) with file locks -- safe for several
   processes, unlike a bare SQLite file, which Optuna advises against for parallel work.
@@ -15,6 +16,7 @@ Passwords in URLs are never printed or logged: use :func:`redact`.
 from __future__ import annotations
 
 import base64
+import os
 import sqlite3
 import urllib.error
 import urllib.request
@@ -25,7 +27,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import optuna
 
-RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"  # git-ignored, at the repository root
+RUNS_DIR_ENV = "CARAT_RUNS_DIR"
+RUNS_DIR = Path(os.environ.get(RUNS_DIR_ENV) or Path(__file__).resolve().parents[1] / "runs").expanduser().resolve()
 DEFAULT_STORAGE = str(RUNS_DIR / "optuna.journal")
 DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR / 'mlflow.db'}"
 RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
@@ -162,16 +165,29 @@ def prepare_tracking(uri: str | None) -> str:
     return uri
 
 
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its ``user:password@`` part, and the (unquoted) user name and password."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, unquote(parts.username or ""), None if parts.password is None else unquote(parts.password)
+
+
+def safe_name(text: str, keep: str = "._-", fill: str = "_") -> str:
+    """``text`` as a file name: letters, digits and ``keep`` stay, anything else becomes ``fill``."""
+    return "".join(ch if ch.isalnum() or ch in keep else fill for ch in text)
+
+
 def _health_request(uri: str) -> urllib.request.Request:
     """GET <server>/health; credentials in the URL (an MLflow server behind basic auth) go in a
     header, since urllib would take ``user:password@host`` for the host name."""
-    parts = urlsplit(uri)
-    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    url = urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health", query="", fragment=""))
+    bare, username, password = split_credentials(uri)
+    parts = urlsplit(bare)
+    url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/health", query="", fragment=""))
     request = urllib.request.Request(url)
-    if parts.username is not None:
-        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+    if username is not None:
+        token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     return request
 

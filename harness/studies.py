@@ -1,25 +1,24 @@
-"""Study files (``studies/*.yaml``): typed, strictly validated, plus the options a command adds.
+"""The study schema: what a study is, as typed dataclasses (``studies/*.yaml`` hold them).
 
 A study names a data set, the variants to compare, a preset, fixed hyper-parameter
 overrides, an optional Optuna search space with a per-variant trial budget, optional
 one-at-a-time sweeps (for sensitivity studies), the seeds of the repeats and the epochs.
-Anything unknown or ill-typed is refused with the file, the field and the valid choices.
+Reading and checking a file is ``harness.study_file`` (``load``, ``from_dict``, re-exported
+here); the options a command adds are ``harness.options`` (``Study.with_options``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import yaml
-
-from harness.presets import PRESETS
+from models.presets import DEFAULT_PRESET
 
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 DEFAULT_SETTING = "default"
+COMPUTED = {"file": None}  # field metadata: not a field of a study file
 
 
 class StudyError(ValueError):
@@ -78,19 +77,20 @@ class Study:
     variants: tuple[str, ...]
     datasets: tuple[DataSource, ...] = (DataSource("synthetic"),)
     description: str = ""
-    preset: str = "small"
+    preset: str = DEFAULT_PRESET
     epochs: int | None = None  # None: the preset's
     overrides: dict = field(default_factory=dict)  # model or training fields, for every variant
     variant_overrides: dict = field(default_factory=dict)  # {variant: {field: value}}
-    search_space: tuple[SearchParam, ...] = ()
+    search_space: tuple[SearchParam, ...] = field(default=(), metadata={"file": dict})  # {name: range}
     trials: int = 0  # tuning budget per variant (with a search space)
     sweep: dict = field(default_factory=dict)  # {field: [values]}: one-at-a-time sensitivity settings
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tags: dict = field(default_factory=dict)  # free-form, copied onto the MLflow experiment
     plugins: tuple[str, ...] = ()  # model files (absolute paths) or dotted modules the variants come from
-    plugin_digests: dict = field(default_factory=dict)  # plugin -> hash of its source: its code is results-relevant
-    quick: bool = False  # a smoke test: results go to their own experiment, never among real ones
-    source: str = "<memory>"
+    # Computed by the loader, never written in a study file (metadata file=None):
+    plugin_digests: dict = field(default_factory=dict, metadata=COMPUTED)  # plugin -> hash of its source
+    quick: bool = field(default=False, metadata=COMPUTED)  # a smoke test: results go to their own experiment
+    source: str = field(default="<memory>", metadata=COMPUTED)  # the file it was read from
 
     # -- what a run of this study consists of ------------------------------------------------
     @property
@@ -139,52 +139,11 @@ class Study:
         entry and the fingerprint of its loaded content. Finished runs count only under it."""
         return _digest([self.fingerprint(), self.dataset(dataset).identity(), data_fingerprint])
 
-    def with_options(
-        self,
-        dataset: str | None = None,
-        data_path: str | None = None,
-        seeds: int | None = None,
-        epochs: int | None = None,
-        trials: int | None = None,
-        preset: str | None = None,
-        quick: bool = False,
-        precision: str | None = None,
-    ) -> Study:
-        """This study with command-line options applied (each None leaves the file's value).
+    def with_options(self, **values) -> Study:
+        """This study with command-line options applied (see ``harness.options.RUN_OPTIONS``)."""
+        from harness.options import apply_to_study
 
-        ``quick`` first shrinks the study to a smoke test; options given explicitly then win over
-        its defaults (``--quick --seeds 3`` runs 3 seeds, ``--quick --epochs 2`` two epochs)."""
-        study = self.as_quick() if quick else self
-        changes: dict = {}
-        if dataset is not None:
-            changes["datasets"] = (study._narrowed_to(dataset),)
-        if data_path is not None:
-            chosen = changes.get("datasets", study.datasets)
-            if len(chosen) != 1:
-                names = ", ".join(d.name for d in chosen)
-                raise StudyError(f"--data-path needs --dataset: study {self.name!r} has several data sets ({names})")
-            changes["datasets"] = (replace(chosen[0], data_path=str(Path(data_path).expanduser().resolve())),)
-        if seeds is not None:
-            changes["seeds"] = _first_seeds(self.seeds, seeds)
-        if epochs is not None:
-            if epochs < 1:
-                raise StudyError(f"--epochs must be >= 1, got {epochs}")
-            changes["epochs"] = epochs
-        if trials is not None:
-            if trials < 0:
-                raise StudyError(f"--trials must be >= 0, got {trials}")
-            changes["trials"] = trials
-        if preset is not None:
-            if preset not in PRESETS:
-                raise StudyError(f"--preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-            changes["preset"] = preset
-        if precision is not None:
-            from harness.config import PRECISIONS
-
-            if precision not in PRECISIONS:
-                raise StudyError(f"--precision: unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-            changes["overrides"] = {**study.overrides, "precision": precision}  # part of the configuration
-        return replace(study, **changes)
+        return apply_to_study(self, **values)
 
     def as_quick(self) -> Study:
         """Smoke-test form: tiny data where the loader has sizes, 1 epoch, at most 2 seeds, 2 trials
@@ -228,260 +187,12 @@ def _digest(value) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def _first_seeds(seeds: tuple[int, ...], count: int) -> tuple[int, ...]:
-    """The first ``count`` seeds; beyond the study's list, further seeds follow its largest one."""
-    if count < 1:
-        raise StudyError(f"--seeds must be >= 1, got {count}")
-    extra = tuple(range(max(seeds) + 1, max(seeds) + 1 + count - len(seeds)))
-    return (seeds + extra)[:count]
-
-
 # -- loading and validation --------------------------------------------------------------------
-
-_TYPES = {
-    "name": str,
-    "description": str,
-    "dataset": str,
-    "dataset_options": dict,
-    "data_path": (str, type(None)),
-    "datasets": list,
-    "preset": str,
-    "epochs": (int, type(None)),
-    "overrides": dict,
-    "variant_overrides": dict,
-    "search_space": dict,
-    "trials": int,
-    "sweep": dict,
-    "seeds": list,
-    "variants": list,
-    "tags": dict,
-    "plugins": list,
-}
-_DATASET_ENTRY_FIELDS = ("name", "label", "data_path", "options")
-
-
-def names() -> list[str]:
-    """Names of the shipped studies (``studies/*.yaml``)."""
-    return sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
-
-
-def load(name_or_path: str | Path) -> Study:
-    """A study by name (from ``studies/``) or by path to a YAML file, validated."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = STUDIES_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise StudyError(f"unknown study {str(name_or_path)!r}; valid: {', '.join(names())}")
-    if not path.exists():
-        raise StudyError(f"{path}: no such study file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML: {exc}") from None
-    return from_dict(raw, source=str(path))
-
-
-def from_dict(raw, source: str = "<memory>") -> Study:
-    """Validate a parsed study file; every problem names ``source`` and the field."""
-    import models  # the variants must be registered to be checked
-
-    def fail(fieldname: str, problem: str):
-        raise StudyError(f"{source}: field {fieldname!r}: {problem}")
-
-    if not isinstance(raw, dict):
-        raise StudyError(f"{source}: a study file must be a mapping of fields, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_TYPES))
-    if unknown:
-        raise StudyError(f"{source}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(_TYPES))}")
-    for required in ("name", "variants"):
-        if required not in raw:
-            fail(required, "is required")
-    for key, value in raw.items():
-        expected = _TYPES[key]
-        if isinstance(value, bool) and expected is int or not isinstance(value, expected):
-            want = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-            fail(key, f"must be {want}, got {type(value).__name__} {value!r}")
-
-    base_dir = Path(source).resolve().parent if source != "<memory>" else Path.cwd()
-    plugins, digests = _plugins(raw.get("plugins", []), base_dir, fail)
-    variants = raw["variants"]
-    if not variants:
-        fail("variants", "must list at least one variant")
-    for v in variants:
-        if v not in models.list():
-            fail("variants", f"unknown variant {v!r}; valid: {', '.join(models.list())}")
-    if len(set(variants)) != len(variants):
-        fail("variants", "lists a variant twice")
-    seeds = raw.get("seeds", [1, 2, 3, 4, 5])
-    if not seeds:
-        fail("seeds", "must list at least one seed")
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        fail("seeds", f"must be distinct non-negative integers, got {seeds}")
-    epochs = raw.get("epochs")
-    if epochs is not None and epochs < 1:
-        fail("epochs", f"must be >= 1, got {epochs}")
-    if raw.get("trials", 0) < 0:
-        fail("trials", f"must be >= 0, got {raw['trials']}")
-    preset = raw.get("preset", "small")
-    if preset not in PRESETS:
-        fail("preset", f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    for variant in raw.get("variant_overrides", {}):
-        if variant not in variants:
-            fail("variant_overrides", f"variant {variant!r} is not in this study's variants {variants}")
-    for key, values in raw.get("sweep", {}).items():
-        if not isinstance(values, list) or not values:
-            fail("sweep", f"{key!r} must map to a non-empty list of values")
-
-    search_space = tuple(_search_param(name, spec, fail) for name, spec in raw.get("search_space", {}).items())
-    if search_space and raw.get("trials", 0) == 0:
-        fail("trials", "a search space needs a trial budget > 0")
-    for variant in variants:
-        if models.source(variant) in plugins:
-            try:
-                models.check_contract(variant)
-            except models.PluginError as exc:
-                fail("plugins", str(exc))
-    values = {k: v for k, v in raw.items() if k not in ("search_space", "dataset", "dataset_options", "data_path")}
-    values.update(
-        variants=tuple(variants),
-        seeds=tuple(seeds),
-        search_space=search_space,
-        source=source,
-        overrides=_numbers(values.get("overrides", {})),
-        datasets=_data_sources(raw, base_dir, fail),
-        plugins=tuple(plugins),
-        plugin_digests=digests,
-    )
-    return Study(**values)
-
-
-def _plugins(entries: list, base_dir: Path, fail) -> tuple[list[str], dict]:
-    """Load the study's plugins (their ``@register``ed models become valid variants); files are
-    resolved relative to the study file. Returns the resolved entries and a hash of each one's
-    source, so that editing a plugin makes a new configuration."""
-    import importlib.util
-
-    import models
-
-    resolved = []
-    for entry in entries:
-        if not isinstance(entry, str):
-            fail("plugins", f"must list file paths or module names, got {entry!r}")
-        is_file = entry.endswith(".py") or "/" in entry
-        resolved.append(str((base_dir / Path(entry).expanduser()).resolve()) if is_file else entry)
-    try:
-        models.load_plugins(resolved, base_dir)
-    except models.PluginError as exc:
-        fail("plugins", str(exc))
-    digests = {}
-    for entry in resolved:
-        origin = entry if entry.endswith(".py") else importlib.util.find_spec(entry).origin
-        digests[entry] = hashlib.sha1(Path(origin).read_bytes()).hexdigest()[:12] if origin else "unknown"
-    return resolved, digests
-
-
-def _data_sources(raw: dict, base_dir: Path, fail) -> tuple[DataSource, ...]:
-    """The study's data sets: ``datasets:`` (a list of entries) or the single ``dataset:`` form.
-
-    Relative data paths are read relative to the study file, so a study and its data can move
-    together. Options are checked against what the loader accepts."""
-    from harness import data as datasets
-
-    single = [k for k in ("dataset", "dataset_options", "data_path") if k in raw]
-    if "datasets" in raw and single:
-        fail("datasets", f"give either 'datasets' (a list) or the single-data-set fields, not both ({single})")
-    if "datasets" in raw:
-        entries = [(f"datasets[{i}]", e) for i, e in enumerate(raw["datasets"])]
-        if not entries:
-            fail("datasets", "must list at least one data set")
-    else:
-        entries = [
-            (
-                "dataset",
-                {
-                    "name": raw.get("dataset", "synthetic"),
-                    "data_path": raw.get("data_path"),
-                    "options": raw.get("dataset_options", {}),
-                },
-            )
-        ]
-    sources = []
-    for where, entry in entries:
-        if isinstance(entry, str):
-            entry = {"name": entry}
-        if not isinstance(entry, dict):
-            fail(where, f"must be a loader name or a mapping with {list(_DATASET_ENTRY_FIELDS)}, got {entry!r}")
-        unknown = sorted(set(entry) - set(_DATASET_ENTRY_FIELDS))
-        if unknown:
-            fail(where, f"unknown key(s) {unknown}; valid: {', '.join(_DATASET_ENTRY_FIELDS)}")
-        loader = entry.get("name")
-        if loader not in datasets.names():
-            fail(where, f"unknown data set {loader!r}; valid: {', '.join(datasets.names())}")
-        options = entry.get("options") or {}
-        if not isinstance(options, dict):
-            fail(where, f"options must be a mapping, got {options!r}")
-        accepted = datasets.describe()[loader]["options"]
-        bad = sorted(set(options) - set(accepted))
-        if bad:
-            option_field = "dataset_options" if where == "dataset" else f"{where}.options"
-            fail(option_field, f"unknown option(s) {bad} for data set {loader!r}; valid: {', '.join(accepted)}")
-        path = entry.get("data_path")
-        if path is not None and not isinstance(path, str):
-            fail(where, f"data_path must be a string, got {path!r}")
-        if path is not None:
-            path = str((base_dir / Path(path).expanduser()).resolve())
-        label = entry.get("label", "")
-        if not isinstance(label, str):
-            fail(where, f"label must be a string, got {label!r}")
-        sources.append(DataSource(loader, path, dict(options), label))
-    labels = [s.name for s in sources]
-    if len(set(labels)) != len(labels):
-        fail("datasets", f"data set names must be unique, got {labels}; give repeated loaders a 'label'")
-    return tuple(sources)
-
-
-def _search_param(name: str, spec, fail) -> SearchParam:
-    where = f"search_space.{name}"
-    if not isinstance(spec, dict):
-        fail(where, "must be a mapping with low/high (and optional log) or choices")
-    unknown = sorted(set(spec) - {"low", "high", "log", "choices"})
-    if unknown:
-        fail(where, f"unknown key(s) {unknown}; valid: choices, high, log, low")
-    if "choices" in spec:
-        if not isinstance(spec["choices"], list) or not spec["choices"]:
-            fail(where, "choices must be a non-empty list")
-        return SearchParam(name, choices=tuple(spec["choices"]))
-    if "low" not in spec or "high" not in spec:
-        fail(where, "needs both low and high (or choices)")
-    low, high = _number(spec["low"]), _number(spec["high"])
-    if low is None or high is None:
-        fail(where, f"low and high must be numbers, got {spec['low']!r} and {spec['high']!r}")
-    if low > high:
-        fail(where, f"low ({low}) must not exceed high ({high})")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        fail(where, f"log must be true or false, got {log!r}")
-    if log and low <= 0:
-        fail(where, f"a log-scaled range needs low > 0, got {low}")
-    return SearchParam(name, low=low, high=high, log=log)
-
-
-def _number(value):
-    """A YAML number; also '1e-4', which YAML 1.1 reads as a string."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _numbers(mapping: dict) -> dict:
-    return {k: (_number(v) if isinstance(v, str) and _number(v) is not None else v) for k, v in mapping.items()}
 
 
 def study_fields() -> list[str]:
     return [f.name for f in fields(Study)]
+
+
+# Reading and checking study files (their own module; re-exported here, where callers look).
+from harness.study_file import from_dict, load, names  # noqa: E402,F401

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,8 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness.storage import artifact_location, redact_text
+from harness import keys
+from harness.storage import artifact_location, redact_text, split_credentials
 
 FINAL_METRICS = (
     "acc",
@@ -48,15 +49,24 @@ LATENT_SAMPLES = 400  # test samples kept for the t-SNE plot (enough for a reada
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
-    """A client for the store. Credentials in an http(s) URI (a server behind basic auth) are
-    handed to MLflow through its own environment variables instead of the URI, because MLflow
-    echoes the server URI to stdout ("View run ... at: <uri>") after every run."""
-    parts = urlsplit(tracking_uri)
-    if parts.scheme in ("http", "https") and parts.password is not None:
-        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
-        tracking_uri = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    """A client for the store. Credentials in an http(s) URI (a server behind basic auth) are taken
+    out of the URI, because MLflow echoes the server URI to stdout ("View run ... at: <uri>") after
+    every run, and handed to MLflow the one way its public API takes them (see ``_basic_auth``)."""
+    bare, username, password = split_credentials(tracking_uri)
+    if urlsplit(tracking_uri).scheme in ("http", "https") and password is not None:
+        _basic_auth(username or "", password)
+        tracking_uri = bare
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _basic_auth(username: str, password: str) -> None:
+    """The one place the harness writes MLflow's credentials into the environment. MLflow's public
+    API has no credentials argument: its REST client reads ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` from ``os.environ`` on every request (MLflow's documented way to
+    reach a server behind basic auth), so they must stay set while the client is used (the
+    alternative, a RestStore with its own credentials, is MLflow-internal API)."""
+    os.environ["MLFLOW_TRACKING_USERNAME"] = username
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = password
 
 
 def ensure_experiment(
@@ -108,13 +118,13 @@ def shared_views(several_datasets: bool) -> dict[str, dict]:
     show each variant's mean over seeds) and ``summaries`` (the summary runs: mean, std, n)."""
     unit = ["variant", *(["dataset"] if several_datasets else []), "setting", "seed"]
     results = {
-        "searchFilter": "tags.phase = 'repeat' and attributes.status = 'FINISHED'",
+        "searchFilter": f"tags.{keys.PHASE} = '{keys.REPEAT}' and attributes.status = 'FINISHED'",
         "orderByKey": _column("params", "variant"),
         "orderByAsc": True,
         "selectedColumns": [_column("attributes", "Dataset")]
         + [_column("params", k) for k in unit]
         + [_column("metrics", m) for m in (*VIEW_METRICS, "best_epoch", "test_score_spread")]
-        + [_column("tags", "degenerate")],
+        + [_column("tags", keys.DEGENERATE)],
         "groupBy": {
             "aggregateFunction": "average",
             "groupByKeys": [{"mode": "param", "groupByData": k} for k in unit[: 1 + several_datasets]],
@@ -122,7 +132,7 @@ def shared_views(several_datasets: bool) -> dict[str, dict]:
         "runsHiddenMode": "SHOW_ALL",
     }
     summaries = {
-        "searchFilter": "tags.phase = 'summary'",
+        "searchFilter": f"tags.{keys.PHASE} = '{keys.SUMMARY}'",
         "orderByKey": _column("params", "variant"),
         "orderByAsc": True,
         "selectedColumns": [_column("params", k) for k in unit[:-1]]
@@ -216,7 +226,7 @@ class TrackedRun:
         values = {f"test_{k}": result.test_metrics[k] for k in FINAL_METRICS}
         values.update({f"test_f1_{name}": f1 for name, f1 in zip(label_names, result.test_per_label_f1)})
         values.update(
-            best_val_micro_f1=result.val_metrics["micro_f1"],
+            best_val_micro_f1=result.val_metrics[keys.MICRO_F1],
             best_epoch=result.best_epoch,
             train_seconds=result.train_seconds,
             n_parameters=result.n_parameters,
@@ -252,7 +262,7 @@ class TrackedRun:
         if self._ended:
             return
         if reason:
-            self.client.set_tag(self.run_id, "failure_reason", redact_text(reason)[:5000])
+            self.client.set_tag(self.run_id, keys.FAILURE_REASON, redact_text(reason)[:5000])
         self.client.set_terminated(self.run_id, status)
         self._ended = True
 
@@ -275,11 +285,11 @@ def fail_runs_of_trial(client: MlflowClient, experiment_id: str, study_name: str
     died before the trial recorded the run's id, and one ended FINISHED just before the trial
     would have completed: only a COMPLETE trial makes its run count."""
     found = client.search_runs(
-        [experiment_id], filter_string=f"tags.optuna_trial = '{int(trial_number)}'", run_view_type=ViewType.ALL
+        [experiment_id], filter_string=f"tags.{keys.OPTUNA_TRIAL} = '{int(trial_number)}'", run_view_type=ViewType.ALL
     )
     for run in found:
-        if run.data.tags.get("optuna_study") == study_name and run.info.status in ("RUNNING", "FINISHED"):
-            client.set_tag(run.info.run_id, "failure_reason", redact_text(reason))
+        if run.data.tags.get(keys.OPTUNA_STUDY) == study_name and run.info.status in ("RUNNING", "FINISHED"):
+            client.set_tag(run.info.run_id, keys.FAILURE_REASON, redact_text(reason))
             client.set_terminated(run.info.run_id, "FAILED")
 
 
@@ -294,16 +304,16 @@ def write_summaries(client: MlflowClient, experiment_id: str, finished: pd.DataF
         return 0
     existing = {
         (
-            r.data.tags.get("config_hash"),
+            r.data.tags.get(keys.CONFIG_HASH),
             r.data.tags.get("variant"),
             r.data.tags.get("dataset"),
             r.data.tags.get("setting"),
         ): r.info.run_id
-        for r in client.search_runs([experiment_id], "tags.phase = 'summary'", max_results=10_000)
+        for r in client.search_runs([experiment_id], f"tags.{keys.PHASE} = '{keys.SUMMARY}'", max_results=10_000)
     }
     written = 0
     for (config, variant, dataset, setting), group in finished.groupby(
-        ["config_hash", "variant", "dataset", "setting"]
+        [keys.CONFIG_HASH, "variant", "dataset", "setting"]
     ):
         n = len(group)
         now = int(time.time() * 1000)
@@ -318,11 +328,11 @@ def write_summaries(client: MlflowClient, experiment_id: str, finished: pd.DataF
         run_id = existing.get((config, variant, dataset, setting))
         if run_id is None:
             tags = {
-                "phase": "summary",
+                keys.PHASE: keys.SUMMARY,
                 "variant": variant,
                 "dataset": dataset,
                 "setting": setting,
-                "config_hash": config,
+                keys.CONFIG_HASH: config,
                 "study": group["study"].iloc[0],
             }
             datasets = group["dataset"].nunique() > 1 or finished["dataset"].nunique() > 1

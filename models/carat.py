@@ -53,12 +53,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.data.dataset import DataSpec
-from harness.presets import preset_values
 from models.base import LossOutput, NeuralModel, at_least_float32, build_config, float32_region
 from models.contrastive import FeatureQueue, supcon_chunked
 from models.layers import LAYER_NORM_EPS, CTCAligner, LabelAttention, ModalityMLP, SequenceEncoder, mlp
+from models.presets import preset_values
 from models.registry import register
+from models.spec import DataSpec
 
 CONTRASTIVE_MODES = ("reference", "fast")
 FUSIONS = ("linear", "mlp")

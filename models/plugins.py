@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.data.dataset import DataSpec
+from models import baselines, carat  # noqa: F401  the built-in names, which a plugin may not take
 from models.base import ClassicModel, LossOutput, NeuralModel
+from models.presets import DEFAULT_PRESET
 from models.registry import REGISTRY, DuplicateNameError
+from models.spec import DataSpec
 
 # Two modalities of different lengths and widths (unaligned), three labels: small enough to
 # build any preset in a moment, shaped enough to catch a model that assumes one modality or T.
@@ -144,7 +146,7 @@ def _import_failure(source: str, exc: BaseException, path: Path | None) -> str:
 # -- the model contract ----------------------------------------------------------------------
 
 
-def check_contract(name: str, spec: DataSpec | None = None, preset: str = "small") -> None:
+def check_contract(name: str, spec: DataSpec | None = None, preset: str = DEFAULT_PRESET) -> None:
     """Build model ``name`` for ``spec`` (default ``TINY_SPEC``) and check what the trainer relies on.
 
     A ``NeuralModel`` must have trainable parameters; in train mode ``training_loss`` on a

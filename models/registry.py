@@ -17,6 +17,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from models.presets import DEFAULT_PRESET
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -76,7 +78,7 @@ class Registry:
         """The names ``source`` registered, in registration order."""
         return [e.name for e in self._entries.values() if e.source == source]
 
-    def create(self, name: str, spec, preset: str = "small", **overrides):
+    def create(self, name: str, spec, preset: str = DEFAULT_PRESET, **overrides):
         """Build the registered model ``name`` for data of shape ``spec``."""
         return self._entry(name).builder(spec, preset=preset, **overrides)
 

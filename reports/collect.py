@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from mlflow.tracking import MlflowClient
 
-from harness import results
+from harness import keys, results
 from harness.results import experiment_names  # noqa: F401  (re-exported for reports.generate)
 from harness.studies import DEFAULT_SETTING, QUICK_SUFFIX
 
@@ -40,7 +41,7 @@ class StudyRuns:
 
     @property
     def current(self) -> pd.DataFrame:
-        return self.runs[self.runs["config_hash"].isin(list(self.config_hashes.values()))]
+        return self.runs[self.runs[keys.CONFIG_HASH].isin(list(self.config_hashes.values()))]
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -65,12 +66,12 @@ class StudyRuns:
     @property
     def older_hashes(self) -> dict[str, int]:
         """Runs of other configurations of this study (not reported), by config hash."""
-        other = self.runs[~self.runs["config_hash"].isin(list(self.config_hashes.values()))]
-        return other.groupby("config_hash", dropna=False).size().to_dict()
+        other = self.runs[~self.runs[keys.CONFIG_HASH].isin(list(self.config_hashes.values()))]
+        return other.groupby(keys.CONFIG_HASH, dropna=False).size().to_dict()
 
     @property
     def tuning(self) -> pd.DataFrame:
-        return self.current[self.current["phase"] == "tune"]
+        return self.current[self.current[keys.PHASE] == keys.TUNE]
 
     def missing_seeds(self) -> dict[tuple[str, str, str], list[int]]:
         """Expected seeds with no finished run, per (data set, variant, setting) that lacks any."""
@@ -89,9 +90,9 @@ def load_study(client: MlflowClient, name: str) -> StudyRuns:
     """The runs of the experiment ``name`` (an empty table when there is no such experiment)."""
     experiment = client.get_experiment_by_name(name)
     table = results.runs(client, name)
-    table = table[table["phase"] != "summary"]
+    table = table[table[keys.PHASE] != keys.SUMMARY]
     latest = table.sort_values("start_time").drop_duplicates("dataset", keep="last")
-    config_hashes = dict(zip(latest["dataset"], latest["config_hash"])) if len(table) else {}
+    config_hashes = dict(zip(latest["dataset"], latest[keys.CONFIG_HASH])) if len(table) else {}
     tags = experiment.tags if experiment is not None else {}
     study = StudyRuns(
         name,
@@ -109,7 +110,7 @@ def load_study(client: MlflowClient, name: str) -> StudyRuns:
 def _set_expectations(study: StudyRuns, tags: dict) -> None:
     """Expected variants, settings and seeds: those the last command on the experiment planned
     (experiment tags), else the study file's, together with whatever the runs show."""
-    repeats = study.current[study.current["phase"] == "repeat"].sort_values("start_time")
+    repeats = study.current[study.current[keys.PHASE] == keys.REPEAT].sort_values("start_time")
     seen_variants = list(dict.fromkeys(repeats["variant"].dropna()))
     seen_settings = set(repeats["setting"].dropna()) | {DEFAULT_SETTING}
     seen_seeds = sorted(int(s) for s in repeats["seed"].dropna().unique())
@@ -129,14 +130,27 @@ def _set_expectations(study: StudyRuns, tags: dict) -> None:
 
 
 def _study_file(name: str):
+    """The shipped study file's variants, seeds and sweeps, read as plain YAML: a report runs no
+    plugin code (loading the study would import its plugins). A file whose variants are not all
+    registered (renamed since, or plugin models) or that does not parse is not used: the runs are."""
+    import models
     from harness import studies
 
     if name not in studies.names():
         return None
+    path = studies.STUDIES_DIR / f"{name}.yaml"
     try:
-        return studies.load(name)
-    except studies.StudyError:  # the file changed since (e.g. a variant was renamed): use the runs
+        raw = yaml.safe_load(path.read_text())
+        study = studies.Study(
+            name=name,
+            variants=tuple(raw["variants"]),
+            seeds=tuple(int(s) for s in raw.get("seeds", studies.Study.seeds)),
+            sweep={k: list(v) for k, v in (raw.get("sweep") or {}).items()},
+            source=str(path),
+        )
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
         return None
+    return study if all(v in models.list() for v in study.variants) else None
 
 
 def setting_sort_key(setting: str) -> tuple:

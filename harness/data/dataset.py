@@ -14,6 +14,8 @@ from functools import cached_property
 
 import numpy as np
 
+from models.spec import DataSpec  # the contract a model builds from, kept with the models
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -24,23 +26,6 @@ class DataFormatError(ValueError):
         self.source, self.split, self.problem = str(source), split, problem
         where = f"{source}" + (f" [split {split!r}]" if split else "")
         super().__init__(f"{where}: {problem}")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about the data to be built: shapes and label names."""
-
-    modalities: dict[str, tuple[int, int]]  # name -> (T, D), in model input order
-    labels: tuple[str, ...]
-    aligned: bool = True
-
-    @property
-    def n_labels(self) -> int:
-        return len(self.labels)
-
-    @property
-    def modality_names(self) -> tuple[str, ...]:
-        return tuple(self.modalities)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from sklearn.multioutput import ClassifierChain, MultiOutputClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from harness.presets import preset_values
 from models.base import ClassicModel, build_config, pooled_numpy
 from models.baselines.common import check_binary_labels, check_inputs
+from models.presets import preset_values
 from models.registry import register
 
 

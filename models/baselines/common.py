@@ -1,4 +1,4 @@
-"""What every baseline shares: checks of the inputs at the model boundary (presets: ``harness.presets``)."""
+"""What every baseline shares: checks of the inputs at the model boundary (presets: ``models.presets``)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.presets import preset_values
 from models.base import LossOutput, at_least_float32, build_config, masked_mean
 from models.baselines.layers import (
     LogitModel,
@@ -34,6 +33,7 @@ from models.baselines.layers import (
     keys_to_ignore,
     self_attention_encoder,
 )
+from models.presets import preset_values
 from models.registry import register
 
 

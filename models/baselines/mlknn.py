@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from harness.presets import preset_values
 from models.base import build_config
 from models.baselines.classic import PooledModel
+from models.presets import preset_values
 from models.registry import register
 
 

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.presets import preset_values
 from models.base import build_config
 from models.baselines.layers import (
     POOLINGS,
@@ -43,6 +42,7 @@ from models.baselines.layers import (
     self_attention_encoder,
 )
 from models.layers import checkpointed
+from models.presets import preset_values
 from models.registry import register
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.presets import preset_values
 from models.base import ClassicModel, build_config
 from models.baselines.common import check_binary_labels, check_inputs
+from models.presets import preset_values
 from models.registry import register
 
 

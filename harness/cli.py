@@ -1,0 +1,200 @@
+"""How the command line looks: invoke's Task with the harness's conventions, and the printed summaries.
+
+``tasks.py`` holds only the thin tasks; what they print (a study's outcome, a data set's summary)
+and how their options parse (typed whole numbers, the chosen short flags) is here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Argument, Task, task
+from invoke.exceptions import Exit
+
+from harness import keys
+
+SHORT_FLAGS = {
+    "study": "s",
+    "dataset": "d",
+    "seeds": "n",
+    "epochs": "e",
+    "trials": "t",
+    "workers": "w",
+    "preset": "p",
+    "quick": "q",
+    "verbose": "v",
+    "out": "o",
+    "port": "p",
+    "json": "j",
+}
+WHOLE_NUMBERS = ("seeds", "epochs", "trials", "workers", "port", "batch", "steps", "threads")
+
+
+class HarnessTask(Task):
+    """invoke's Task with the harness's conventions: whole-number options are typed (``--seeds=INT``
+    in the help; a bad value is one clear error, exit 2, not a traceback), and the short flags are
+    the ones above instead of invoke's first free letter of each name (which made ``-e`` mean
+    ``--seeds``). ``-h`` stays help."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in WHOLE_NUMBERS:
+            opts["kind"] = int
+        if name in SHORT_FLAGS and SHORT_FLAGS[name] not in taken_names:
+            opts["names"].append(SHORT_FLAGS[name])
+        return opts
+
+    def get_arguments(self, ignore_unknown_help=None):
+        arguments = super().get_arguments(ignore_unknown_help)
+        for argument in arguments:
+            if argument.kind is int:
+                argument.__class__ = _WholeNumber  # invoke builds plain Arguments; only the error differs
+        return arguments
+
+
+class _WholeNumber(Argument):
+    def set_value(self, value, cast=True):
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            raise Exit(
+                f"error: --{self.name.replace('_', '-')} must be a whole number, got {value!r}", code=2
+            ) from None
+
+
+def harness_task(*args, **kwargs):
+    """``@task`` with :class:`HarnessTask` and no automatic short flags."""
+    return task(*args, klass=HarnessTask, auto_shortflags=False, **kwargs)
+
+
+def with_options(body, options, first: dict):
+    """``body(c, **values)`` with the signature invoke reads its options from: ``c``, the ``first``
+    options (name -> default), then one keyword per row of ``options`` (``harness.options``)."""
+    import inspect
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [inspect.Parameter("c", kind)]
+    parameters += [inspect.Parameter(name, kind, default=default) for name, default in first.items()]
+    parameters += [inspect.Parameter(o.name, kind, default=o.default) for o in options]
+    body.__signature__ = inspect.Signature(parameters)
+    return body
+
+
+def print_outcome(outcome, tracking_uri: str | None) -> None:
+    """The summary of what the tracking store holds for this study (read from MLflow)."""
+    from harness.storage import redact
+
+    print(f"\n{outcome.ran} run(s) trained by this command.")
+    if outcome.finished:
+        import pandas as pd
+
+        table = pd.DataFrame(outcome.finished)
+        kinds = table.get(keys.DEGENERATE_KINDS, pd.Series(index=table.index, dtype=object))
+        table["flagged"] = kinds.apply(lambda kind: isinstance(kind, str))
+        keys_ = ["variant", "dataset", "setting"] if table["dataset"].nunique() > 1 else ["variant", "setting"]
+        summary = table.groupby(keys_, sort=False).agg(
+            mean=(keys.TEST_MICRO_F1, "mean"),
+            std=(keys.TEST_MICRO_F1, "std"),
+            seeds=(keys.TEST_MICRO_F1, "count"),
+            flagged=("flagged", "sum"),
+        )
+        print(
+            f"\nStudy {outcome.experiment}: test micro-F1 over seeds (flagged: runs that are no finding)\n"
+            f"{summary.round(4).to_string()}"
+        )
+        for key, rows in table[table["flagged"]].groupby(keys_, sort=False):
+            seeds = ", ".join(str(s) for s in rows["seed"])
+            reasons = "; ".join(dict.fromkeys(k for text in rows[keys.DEGENERATE_KINDS] for k in text.split("; ")))
+            print(
+                f"WARNING: {' / '.join(key)}: {len(rows)} of {int(summary.loc[key, 'seeds'])} runs are no finding "
+                f"(seeds {seeds}): {reasons}",
+                file=sys.stderr,
+            )
+    for unit in outcome.failed:
+        print(f"FAILED {unit['variant']} seed {unit['seed']} ({unit['setting']}): {unit['reason']}", file=sys.stderr)
+    uri = f" --tracking-uri {redact(tracking_uri)}" if tracking_uri else ""
+    print(
+        f"\n{len(outcome.finished)} finished run(s) of this configuration are in MLflow experiment "
+        f"{outcome.experiment!r} ({redact(outcome.tracking_uri)}).\n"
+        f"  browse:  invoke ui{uri}\n"
+        f"  report:  invoke report --study {outcome.experiment}{uri}   (writes reports/build/index.html)"
+    )
+
+
+def print_data_summary(loaded) -> None:
+    """A loaded data set as the ``invoke data`` table: modalities, then per-split sizes and label counts."""
+    summary = loaded.summary()
+    print(f"{summary['dataset']} ({'aligned' if loaded.aligned else 'unaligned'}) from {loaded.source}")
+    print("modalities: " + ", ".join(f"{m} (T={t}, D={d})" for m, (t, d) in summary["modalities"].items()))
+    labels = summary["labels"]
+    widths = [max(len(name), 5) for name in labels]
+    print(f"{'split':<6} {'n':>6}  " + "  ".join(f"{name:>{w}}" for name, w in zip(labels, widths)))
+    for split, info in summary["splits"].items():
+        counts = "  ".join(f"{count:>{w}}" for count, w in zip(info["label_counts"], widths))
+        print(f"{split:<6} {info['n']:>6}  {counts}")
+
+
+def loader_options(pairs: list[str]) -> dict:
+    """``--option KEY=VALUE`` pairs, each value read as YAML."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Exit(f"error: --option takes KEY=VALUE, got {pair!r}", code=1)
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def markdown_table(frame) -> str:
+    frame = frame.convert_dtypes()  # integer columns stay integers beside the missing cells
+    cells = frame.astype(object).where(frame.notna(), "")
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_bench_files(folder, results: list[dict], table, peaks: dict, command: str, threads: int) -> None:
+    """``bench.md`` (a header naming the machine and the command, then the table) and ``bench.json``."""
+    import json
+    import os
+    import platform
+    from datetime import date
+
+    folder.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}"
+    peak_line = ", ".join(f"{name} {value} GFLOP/s" for name, value in peaks.items())
+    header = f"Measured {date.today()} on {machine} with `{command}`; matmul peak at {threads} threads: {peak_line}\n\n"
+    report = {"machine": machine, "command": command, "matmul_peak_gflops": peaks, "results": results}
+    (folder / "bench.json").write_text(json.dumps(report, indent=1))
+    (folder / "bench.md").write_text(header + markdown_table(table))
+
+
+def run_benchmarks(only, preset, batch, steps, threads, precision, studies) -> tuple[list[dict], dict]:
+    """``invoke bench``'s cases: just ``only`` here in this process, or every case in a fresh process
+    (the small CARAT step first), then whole-study wall times; returns (results, matmul peaks)."""
+    import torch
+
+    from harness import bench as benchmarks
+    from harness.precision import native_bf16, resolve_precision
+    from models.presets import DEFAULT_PRESET
+
+    if resolve_precision(precision, "cpu") == torch.bfloat16 and not native_bf16("cpu"):
+        print(
+            "note: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, far slower than "
+            "fp32; --precision auto picks fp32 here",
+            file=sys.stderr,
+        )
+    if only:
+        return [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False, precision=precision)], {}
+    print(f"bench matmul peaks ({threads} threads) ...", file=sys.stderr, flush=True)
+    peaks = benchmarks.matmul_peaks(threads, isolate=True)
+    results = []
+    for name, case_preset in [("carat-step", DEFAULT_PRESET)] + [(name, preset) for name in benchmarks.case_names()]:
+        print(f"bench {name} ({case_preset}) ...", file=sys.stderr, flush=True)
+        results.append(benchmarks.run_case(name, case_preset, batch, steps, threads, precision=precision, peaks=peaks))
+    for workers in (1, 2) if studies else ():
+        print(f"bench study no_shuffle, {workers} worker(s) ...", file=sys.stderr, flush=True)
+        results.append(benchmarks.time_study("no_shuffle", workers))
+    return results, peaks

@@ -1,0 +1,65 @@
+"""The names the MLflow write side (``harness.run``, ``harness.tracking``) and the read side
+(``harness.results``, ``reports``, the command's summary) must agree on: tags, phases, metric keys.
+
+A name used by both sides is spelled here once; adding a run tag is one line in ``RUN_TAGS``
+(written by the runner, read into every results table).
+"""
+
+from __future__ import annotations
+
+# -- phases: the ``phase`` tag of a run ----------------------------------------------------------
+PHASE = "phase"
+TUNE = "tune"  # an Optuna trial: tuning only, never a result
+REPEAT = "repeat"  # a seeded repeat at the chosen parameters: a unit's result
+SUMMARY = "summary"  # mean/std/n over a configuration's finished seeds: an aggregate, never a result
+
+# -- tags ------------------------------------------------------------------------------------------
+CONFIG_HASH = "config_hash"
+FAILURE_REASON = "failure_reason"
+DEGENERATE = "degenerate"  # the reasons a result is no finding, as a sentence ("; "-separated)
+DEGENERATE_KINDS = "degenerate_kinds"  # the same reasons as short kinds ("; "-separated): what to group on
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
+OPTUNA_TRIAL = "optuna_trial"
+OPTUNA_STUDY = "optuna_study"
+UNIT = ("variant", "dataset", "setting", "seed")  # with config_hash: what makes a unit's result
+
+# Tags every training run is created with (``storage`` is for a person to read, not read back).
+STORAGE = "storage"
+RUN_TAGS = (
+    "study",
+    "variant",
+    "dataset",
+    "seed",
+    PHASE,
+    "setting",
+    OPTUNA_TRIAL,
+    OPTUNA_STUDY,
+    CONFIG_HASH,
+    "data_fingerprint",
+    "code_version",
+    STORAGE,
+)
+# Tags set when a run ends, where they apply.
+OUTCOME_TAGS = (FAILURE_REASON, DEGENERATE, RESUMED_FROM_EPOCH, DEGENERATE_KINDS)
+# What ``harness.results`` reads into every row of its tables.
+READ_TAGS = (*(tag for tag in RUN_TAGS if tag != STORAGE), *OUTCOME_TAGS)
+
+# -- metric keys -----------------------------------------------------------------------------------
+MICRO_F1 = "micro_f1"  # the selection and tuning objective (validation), and the headline (test)
+VAL_MICRO_F1 = f"val_{MICRO_F1}"
+TEST_MICRO_F1 = f"test_{MICRO_F1}"
+TEST_PREFIX = "test_"
+
+
+def degenerate_kinds(reasons: str | None) -> str | None:
+    """The short kinds of a ``degenerate`` sentence ("constant predictor (...); no better than ... (...)"
+    -> "constant predictor; no better than ..."): written as their own tag beside it, so that no
+    reader has to take the sentence apart. (The trainer gives the reasons as one sentence.)"""
+    if not isinstance(reasons, str) or not reasons:  # None, or NaN in a table
+        return None
+    return "; ".join(dict.fromkeys(part.split(" (")[0] for part in reasons.split("; ")))
+
+
+def degenerate_tags(reasons: str | None) -> dict[str, str]:
+    """The tags of a result that is no finding (none for a result that is one)."""
+    return {DEGENERATE: reasons, DEGENERATE_KINDS: degenerate_kinds(reasons)} if degenerate_kinds(reasons) else {}
