@@ -23,7 +23,7 @@ tie correction; equal to Demšar's formula when there are no ties), Nemenyi p-va
 ``scikit_posthocs.posthoc_nemenyi_friedman``, q_alpha from scipy's studentized range
 (``studentized_range.ppf(1 - alpha, k, inf) / sqrt(2)``, Demšar's Table 5), Wilcoxon from
 ``scipy.stats.wilcoxon`` (zero differences split between the signs, as Demšar suggests),
-Holm from ``reports.significance.holm``, the diagram from
+Holm from ``harness.verdicts.holm``, the diagram from
 ``scikit_posthocs.critical_difference_diagram``. Written here: the average ranks (pandas),
 the Iman-Davenport F from the Friedman statistic, and the tables.
 """
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from reports.significance import holm
+from harness.verdicts import holm
 from reports.tables import COLUMNS, Cell, Table, markdown
 
 ALPHA = 0.05
