@@ -323,6 +323,30 @@ def compare_family(
     return out
 
 
+def compare_seeds(
+    values: Mapping[str, Mapping[int, float]],
+    metric: str,
+    reference: str | None = None,
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN,
+    alpha: float = ALPHA,
+) -> list[Comparison]:
+    """Every variant against the reference on one metric, from ``{variant: {seed: value}}`` (the study
+    runner's finished runs): paired on the seeds both have; ``reference`` defaults to
+    ``default_reference``. One that names no variant is refused with a line naming the field."""
+    names = list(values)
+    reference = default_reference(names) if reference is None else reference
+    if reference not in values:
+        raise ValueError(f"reference: {reference!r} is not a variant of the study ({', '.join(names)})")
+    base = values[reference]
+    pairs = {}
+    for variant, by_seed in values.items():
+        if variant == reference:
+            continue
+        seeds = sorted(set(by_seed) & set(base))
+        pairs[variant] = ([by_seed[s] for s in seeds], [base[s] for s in seeds])
+    return compare_family(pairs, metric, reference, margin, alpha)
+
+
 def verdict_line(c: Comparison, metric_title: str | None = None) -> str:
     """The CLI's one line, e.g. ``no_shuffle vs carat, micro-F1: +0.017 [-0.017, +0.052] inconclusive
     (5 seeds detect |Δ| >= 0.050; about 40 would detect +0.017)``."""

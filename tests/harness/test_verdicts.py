@@ -226,6 +226,22 @@ def test_verdict_line_reads_as_the_issue_asks():
     assert identical.startswith("no_shuffle vs carat, micro_f1: +0.000 equivalent") and "identical" in identical
 
 
+def test_compare_seeds_pairs_by_seed_and_prints_lines():
+    values = {
+        "mine": {1: 0.50, 2: 0.55, 3: 0.52, 4: 0.58},
+        "copy": {4: 0.58, 3: 0.52, 2: 0.55, 1: 0.50},  # the same results, listed in another order
+        "worse": {1: 0.40, 2: 0.46, 3: 0.41, 5: 0.9},  # seed 5 has no partner: left out
+    }
+    result = {c.variant: c for c in verdicts.compare_seeds(values, "micro_f1")}
+    assert result["copy"].reference == "mine" and result["copy"].verdict == "equivalent"
+    assert result["worse"].n_pairs == 3 and result["worse"].verdict == "worse"
+    assert result["worse"].mean_diff == pytest.approx(np.mean([-0.10, -0.09, -0.11]))
+    line = verdicts.verdict_line(result["worse"], "micro-F1")
+    assert line.startswith("worse vs mine, micro-F1: -0.100 [") and "worse (3 seeds detect |Δ| >= " in line
+    with pytest.raises(ValueError, match=r"^reference: 'carat' is not a variant of the study \(mine, copy, worse\)"):
+        verdicts.compare_seeds(values, "micro_f1", reference="carat")
+
+
 def test_default_reference():
     assert verdicts.default_reference(["no_shuffle", "carat"]) == "carat"
     assert verdicts.default_reference(["mine", "mine_small"]) == "mine"
