@@ -35,10 +35,35 @@ METRIC_NAMES = (
     "example_f1",
 )
 
+# The one place a metric's direction is stated: every metric above is higher-is-better except these
+# (reports, verdicts and the CLI read it through ``higher_is_better``).
+LOWER_IS_BETTER = frozenset({"hamming_loss"})
+# Short titles, as the report's tables and the CLI's verdict lines print them.
+METRIC_TITLES = {
+    "acc": "Acc",
+    "hamming_loss": "HL",
+    "micro_precision": "micro-P",
+    "micro_recall": "micro-R",
+    "micro_f1": "micro-F1",
+    "macro_precision": "macro-P",
+    "macro_recall": "macro-R",
+    "macro_f1": "macro-F1",
+    "subset_acc": "subset acc",
+    "example_f1": "example-F1",
+}
+
 DEFAULT_THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 # A label whose scores vary across samples by less than this (standard deviation) is
 # treated as constant: collapsed CARAT runs measured below 0.003, learning ones above 0.05.
 CONSTANT_SCORE_TOL = 0.01
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` (``micro_f1`` or ``test_micro_f1``) is better."""
+    name = metric.removeprefix("test_").removeprefix("valid_")
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
+    return name not in LOWER_IS_BETTER
 
 
 def multilabel_metrics(y_true, scores, threshold: float | np.ndarray = 0.25) -> dict[str, float]:

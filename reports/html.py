@@ -29,6 +29,9 @@ table.results td:not(:first-child),table.significance td{white-space:nowrap}
 table.results td:first-child{min-width:8em}
 table.results,table.significance{display:block;overflow-x:auto;max-width:100%}
 table.significance td:last-child{white-space:normal}
+td.verdict{color:#4b5563;font-weight:600} td.verdict-better{color:#166534;background:#dcfce7;font-weight:600}
+td.verdict-worse{color:#991b1b;background:#fee2e2;font-weight:600}
+td.verdict-equivalent{color:#1e3a8a;background:#dbeafe;font-weight:600}
 table.config td:first-child{font-weight:600;background:#f7f7f7;white-space:nowrap}
 p.note{font-size:.85em;color:#555;margin:.2em 0} .warn{color:#a40000}
 div.banner{padding:.6em .9em;margin:.8em 0;border-radius:4px;font-weight:600}

@@ -23,7 +23,7 @@ tie correction; equal to Demšar's formula when there are no ties), Nemenyi p-va
 ``scikit_posthocs.posthoc_nemenyi_friedman``, q_alpha from scipy's studentized range
 (``studentized_range.ppf(1 - alpha, k, inf) / sqrt(2)``, Demšar's Table 5), Wilcoxon from
 ``scipy.stats.wilcoxon`` (zero differences split between the signs, as Demšar suggests),
-Holm from ``reports.significance.holm``, the diagram from
+Holm from ``harness.verdicts.holm``, the diagram from
 ``scikit_posthocs.critical_difference_diagram``. Written here: the average ranks (pandas),
 the Iman-Davenport F from the Friedman statistic, and the tables.
 """
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from reports.significance import holm
+from harness.verdicts import holm
 from reports.tables import COLUMNS, Cell, Table, markdown
 
 ALPHA = 0.05
@@ -76,6 +76,7 @@ RANK_COLUMNS = [
     "q_alpha",
     "cd",
     "alpha",
+    "undetectable",
 ]
 METHOD_NOTE = (
     "Ranks per data set, 1 = best, ties share the average rank; only data sets on which every variant has a score "
@@ -116,6 +117,10 @@ class RankVerdict:
     pairwise: pd.DataFrame
     dropped: dict[str, list[str]] = field(default_factory=dict)  # data set -> the variants it has no score for
     notes: tuple[str, ...] = ()
+    # Tests that cannot call ANY pair different with this many data sets and variants, whatever the scores:
+    # "nemenyi" (CD above the largest possible rank difference k - 1), "wilcoxon-holm" (smallest possible
+    # adjusted p not below alpha). A "no difference" from them says nothing about the variants.
+    undetectable: tuple[str, ...] = ()
 
     @property
     def n_datasets(self) -> int:
@@ -173,6 +178,12 @@ def verdict(scores: pd.DataFrame, metric: str, higher_is_better: bool = True, al
     else:
         nemenyi.loc[:, :] = np.where(np.eye(k, dtype=bool), 1.0, nan)
     pairwise = _pairwise(table, ranks, average, nemenyi, metric, higher_is_better, alpha, testable)
+    undetectable = _undetectable(n, k, cd, alpha)
+    if "nemenyi" in undetectable:
+        notes.append(
+            f"With {n} data sets and {k} variants the Nemenyi critical difference CD = {cd:.3g} exceeds the largest "
+            f"possible difference of average ranks ({k - 1}): no pair can differ under Nemenyi, whatever the scores."
+        )
     return RankVerdict(
         metric=metric,
         higher_is_better=higher_is_better,
@@ -190,6 +201,7 @@ def verdict(scores: pd.DataFrame, metric: str, higher_is_better: bool = True, al
         pairwise=pairwise,
         dropped=dropped,
         notes=tuple(notes),
+        undetectable=undetectable,
     )
 
 
@@ -257,6 +269,18 @@ def _notes(n: int, k: int, dropped: dict[str, list[str]], alpha: float) -> list[
             f"smallest possible adjusted p is {pairs} x 2/2^{n} = {smallest:.3g}."
         )
     return notes
+
+
+def _undetectable(n: int, k: int, cd: float, alpha: float) -> tuple[str, ...]:
+    """Which pairwise tests cannot reach significance at all with n complete data sets and k variants."""
+    if n < 2 or k < 2:
+        return ("nemenyi", "wilcoxon-holm")
+    out = []
+    if cd > k - 1:  # average ranks lie in [1, k]: no two differ by more than k - 1
+        out.append("nemenyi")
+    if min(1.0, (k * (k - 1) // 2) * 2.0 / 2**n) >= alpha:  # exact Wilcoxon, all n differences of one sign
+        out.append("wilcoxon-holm")
+    return tuple(out)
 
 
 def _iman_davenport(chi2: float, n: int, k: int) -> tuple[float, float]:
@@ -336,6 +360,7 @@ def rank_frame(results: Sequence[RankVerdict]) -> pd.DataFrame:
                     "q_alpha": r.q_alpha,
                     "cd": r.cd,
                     "alpha": r.alpha,
+                    "undetectable": " ".join(r.undetectable),
                 }
             )
     return pd.DataFrame(rows, columns=RANK_COLUMNS)

@@ -1,75 +1,60 @@
-"""Is a variant different from full CARAT? Paired tests across seeds, Holm-corrected.
+"""Is a variant different from the study's reference? Paired tests across seeds, Holm-corrected,
+and a verdict per comparison: better, worse, equivalent or inconclusive, with its power.
 
-Runs are paired by their seed tag (same seed = same data split and initialisation stream),
-using only seeds both variants finished. With fewer than 6 pairs the Wilcoxon signed-rank
-test cannot reach p < 0.05 at all (its smallest two-sided p with 5 pairs is 0.0625), so
-the paired t-test is used there; from 6 pairs on, Wilcoxon (no normality assumption).
-Holm's step-down correction runs across the variants compared, separately per metric.
+The statistics live in ``harness/verdicts.py`` (the study runner's CLI summary uses them too);
+this module builds the report's tables from them. Runs are paired by their seed tag (same seed =
+same data split and initialisation stream), using only seeds both variants finished. With fewer
+than 6 pairs the paired t-test is used, from 6 pairs on Wilcoxon signed-rank; Holm's step-down
+correction runs across the variants compared, separately per metric. ``verdict``: better/worse
+when the Holm-adjusted p < 0.05 (direction per metric, Hamming loss lower-is-better),
+equivalent when identical on every seed or when TOST puts the 90 % interval of the mean paired
+difference inside ± the equivalence margin, else inconclusive. ``mde``: the smallest |Δ| these
+pairs detect with 80 % power; ``seeds_needed``: paired seeds that would detect the observed Δ
+with 80 % power (empty where Δ = 0 or there is no spread).
 
-Each difference comes with a 95 % t-interval of the mean paired difference, so a reader sees
-how large it may be, not only whether it is significant. A model that gives the same result on
-every seed (a deterministic baseline on a fixed validation split, such as the label prior)
-contributes no seed-to-seed spread: the test then only sees the other model's spread, and when
-both are constant there is nothing to test at all; the affected rows say so.
+Each difference comes with a 95 % t-interval of the mean paired difference. A model that gives
+the same result on every seed (a deterministic baseline on a fixed validation split, such as the
+label prior) contributes no seed-to-seed spread: the test then only sees the other model's
+spread, and when both are constant there is nothing to test at all; the affected rows say so.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from harness.metrics import LOWER_IS_BETTER, METRIC_TITLES, higher_is_better
+from harness.verdicts import (
+    ALPHA,
+    CONFIDENCE,
+    CONSTANT_ATOL,
+    DEFAULT_EQUIVALENCE_MARGIN,
+    MIN_PAIRS_WILCOXON,
+    NO_TEST_CONSTANT,
+    compare_family,
+    constant,
+    default_reference,
+    holm,
+    mean_ci,
+    paired_test,
+    test_name,
+)
 from reports.tables import COLUMNS, Cell, Table
 
-ALPHA = 0.05
-CONFIDENCE = 0.95
-MIN_PAIRS_WILCOXON = 6
-CONSTANT_ATOL = 1e-9  # metrics are logged as floats: a deterministic model repeats them exactly
-NO_TEST_CONSTANT = "none (the same difference on every seed)"
-
-
-def holm(pvalues) -> np.ndarray:
-    """Holm-adjusted p-values (NaN entries are left out of the family and stay NaN)."""
-    p = np.asarray(pvalues, dtype=float)
-    adjusted = np.full_like(p, np.nan)
-    present = np.flatnonzero(~np.isnan(p))
-    order = present[np.argsort(p[present], kind="stable")]
-    running = 0.0
-    for rank, i in enumerate(order):  # the k-th smallest p is multiplied by (m - k + 1), kept monotone
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def paired_test(variant: np.ndarray, reference: np.ndarray) -> tuple[str, float]:
-    """(test name, two-sided p) for paired samples; p is NaN with fewer than 2 pairs."""
-    diff = np.asarray(variant, float) - np.asarray(reference, float)
-    if len(diff) < 2:
-        return "none (fewer than 2 pairs)", float("nan")
-    if np.allclose(diff, 0.0):
-        return _test_name(len(diff)), 1.0  # identical results: no evidence of a difference
-    if constant(diff):  # scipy's t would be infinite and p = 0: an artefact, not evidence
-        return NO_TEST_CONSTANT, float("nan")
-    if len(diff) >= MIN_PAIRS_WILCOXON:
-        return _test_name(len(diff)), float(stats.wilcoxon(diff).pvalue)
-    return _test_name(len(diff)), float(stats.ttest_rel(variant, reference).pvalue)
-
-
-def constant(values) -> bool:
-    """Whether every value is the same (to float noise): no spread across seeds."""
-    values = np.asarray(values, float)
-    return len(values) > 1 and bool(np.allclose(values, values[0], rtol=0.0, atol=CONSTANT_ATOL))
-
-
-def mean_ci(diff, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Two-sided t-interval of the mean of paired differences: mean ± t_{(1+c)/2, n-1} * s / sqrt(n)
-    (NaN with fewer than 2 pairs; zero width when every difference is the same)."""
-    diff = np.asarray(diff, float)
-    if len(diff) < 2:
-        return float("nan"), float("nan")
-    mean = float(np.mean(diff))
-    half = float(stats.t.ppf((1 + confidence) / 2, len(diff) - 1) * np.std(diff, ddof=1) / np.sqrt(len(diff)))
-    return mean - half, mean + half
+__all__ = [  # the names callers used from here before the statistics moved to harness/verdicts.py
+    "ALPHA",
+    "CONFIDENCE",
+    "MIN_PAIRS_WILCOXON",
+    "NO_TEST_CONSTANT",
+    "constant",
+    "holm",
+    "mean_ci",
+    "paired_test",
+    "compare",
+    "default_reference",
+    "table",
+]
+VERDICT_CLASSES = {"better": "verdict-better", "worse": "verdict-worse", "equivalent": "verdict-equivalent"}
 
 
 def constancy_note(variant: str, reference: str, a, b) -> str:
@@ -83,77 +68,106 @@ def constancy_note(variant: str, reference: str, a, b) -> str:
     return ""
 
 
-def _test_name(n_pairs: int) -> str:
-    return "Wilcoxon signed-rank" if n_pairs >= MIN_PAIRS_WILCOXON else "paired t-test"
-
-
-def compare(finished: pd.DataFrame, variants: list[str], reference: str = "carat") -> pd.DataFrame:
-    """One row per (setting, variant, metric): mean difference variant − reference over the
-    seeds both have with its 95 % t-interval (ci_low, ci_high), the test's p, the Holm-adjusted p,
-    whether it is significant, and a note where a model gives the same result on every seed."""
+def compare(
+    finished: pd.DataFrame,
+    variants: list[str],
+    reference: str | None = None,
+    equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN,
+) -> pd.DataFrame:
+    """One row per (setting, variant, metric): mean difference variant − reference over the seeds both
+    have with its 95 % t-interval (ci_low, ci_high), the test's p, the Holm-adjusted p, whether it is
+    significant, the TOST p, the ``verdict``, ``mde`` and ``seeds_needed`` (harness/verdicts.py), and a
+    note where a model gives the same result on every seed. ``reference`` defaults to
+    ``default_reference`` of the variants in ``finished``; one that names none of them is refused."""
+    present = list(dict.fromkeys(finished["variant"])) if "variant" in finished else []
+    reference = default_reference(present) if reference is None else reference
+    if present and reference not in present:
+        raise ValueError(f"reference: {reference!r} is not a variant of the study ({', '.join(present)})")
     rows = []
     for setting, runs in finished.groupby("setting", sort=False):
         base = runs[runs["variant"] == reference].set_index("seed")
         if base.empty:
             continue
-        for key, _, higher in COLUMNS:
-            block = []
+        for key, _, _ in COLUMNS:
+            pairs, extra = {}, {}
             for variant in variants:
+                if variant == reference:
+                    continue
                 other = runs[runs["variant"] == variant].set_index("seed")
                 seeds = sorted(set(base.index) & set(other.index))
                 if other.empty or not seeds:
                     continue
                 a = other.loc[seeds, f"test_{key}"].to_numpy(float)
                 b = base.loc[seeds, f"test_{key}"].to_numpy(float)
-                test, p = paired_test(a, b)
-                if constant(a) and constant(b):  # even identical results are no evidence of equality here
-                    test, p = NO_TEST_CONSTANT, float("nan")
-                diff = float(np.mean(a - b))
-                low, high = mean_ci(a - b)
-                block.append(
+                pairs[variant] = (a, b)
+                extra[variant] = (seeds, a, b)
+            for c in compare_family(pairs, key, reference, equivalence_margin):
+                seeds, a, b = extra[c.variant]
+                rows.append(
                     {
                         "setting": setting,
-                        "variant": variant,
+                        "variant": c.variant,
                         "metric": key,
-                        "n_pairs": len(seeds),
+                        "n_pairs": c.n_pairs,
                         "seeds": " ".join(map(str, seeds)),
-                        "mean_diff": diff,
-                        "ci_low": low,
-                        "ci_high": high,
-                        "p": p,
-                        "test": test,
-                        "better": (diff > 0) == higher if diff != 0 else None,
-                        "note": constancy_note(variant, reference, a, b),
+                        "mean_diff": c.mean_diff,
+                        "ci_low": c.ci_low,
+                        "ci_high": c.ci_high,
+                        "p": c.p,
+                        "p_holm": c.p_holm,
+                        "significant": c.significant,
+                        "test": c.test,
+                        "better": _direction(c.mean_diff, key),
+                        "verdict": c.verdict,
+                        "mde": c.mde,
+                        "seeds_needed": c.seeds_needed,
+                        "tost_p": c.tost_p,
+                        "equivalence_margin": c.margin,
+                        "reference": reference,
+                        "note": constancy_note(c.variant, reference, a, b),
                     }
                 )
-            adjusted = holm([r["p"] for r in block])
-            for row, p_holm in zip(block, adjusted):
-                row["p_holm"] = p_holm
-                row["significant"] = bool(p_holm < ALPHA)
-            rows += block
-    columns = [
-        "setting",
-        "variant",
-        "metric",
-        "n_pairs",
-        "seeds",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "p",
-        "p_holm",
-        "significant",
-        "test",
-        "better",
-        "note",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    result = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    result["seeds_needed"] = result["seeds_needed"].astype("Int64")  # an empty cell where there is none
+    return result
 
 
-def table(result: pd.DataFrame, reference: str = "carat", notes: bool = True) -> Table:
+RESULT_COLUMNS = [
+    "setting",
+    "variant",
+    "metric",
+    "n_pairs",
+    "seeds",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_holm",
+    "significant",
+    "test",
+    "better",
+    "verdict",
+    "mde",
+    "seeds_needed",
+    "tost_p",
+    "equivalence_margin",
+    "reference",
+    "note",
+]
+
+
+def _direction(mean_diff: float, metric: str) -> bool | None:
+    """Whether the variant's mean is the better one (None for no difference), significant or not."""
+    return (mean_diff > 0) == higher_is_better(metric) if mean_diff != 0 and not np.isnan(mean_diff) else None
+
+
+def table(result: pd.DataFrame, reference: str | None = None, notes: bool = True) -> Table:
     """The comparisons as a report table; its notes describe only what the rows contain (the tests
     actually used, Holm only when several variants share a family), and the Test and Note columns
-    appear only when they tell the rows apart (several tests, a row that needs a note)."""
+    appear only when they tell the rows apart (several tests, a row that needs a note). The Verdict
+    cell carries a css class per verdict (coloured on the page)."""
+    if reference is None:
+        reference = str(result["reference"].iloc[0]) if "reference" in result and len(result) else "carat"
     titles = {key: title for key, title, _ in COLUMNS}
     with_setting = result["setting"].nunique() > 1
     notes_column = bool(result["note"].fillna("").astype(bool).any()) if "note" in result else False
@@ -167,14 +181,19 @@ def table(result: pd.DataFrame, reference: str = "carat", notes: bool = True) ->
         "p (Holm)",
         "Significant",
         "Pairs",
+        "Verdict",
+        "MDE",
+        "Seeds needed",
         *(["Test"] if test_column else []),
         *(["Note"] if notes_column else []),
     ]
     rows = []
     for _, r in result.iterrows():
-        verdict = "no" if not np.isnan(r["p_holm"]) else "–"
+        significant = "no" if not np.isnan(r["p_holm"]) else "–"
         if r["significant"]:
-            verdict = "yes, " + ("better" if r["better"] else "worse")
+            significant = "yes, " + ("better" if r["better"] else "worse")
+        verdict = str(r.get("verdict", "") or "")
+        needed = r.get("seeds_needed")
         rows.append(
             [Cell(r["variant"])]
             + ([Cell(r["setting"])] if with_setting else [])
@@ -183,8 +202,11 @@ def table(result: pd.DataFrame, reference: str = "carat", notes: bool = True) ->
                 Cell(_diff(r["mean_diff"], r.get("ci_low"), r.get("ci_high"))),
                 Cell(_p(r["p"])),
                 Cell(_p(r["p_holm"])),
-                Cell(verdict, bold=bool(r["significant"])),
+                Cell(significant, bold=bool(r["significant"])),
                 Cell(str(r["n_pairs"])),
+                Cell(verdict, bold=verdict in ("better", "worse"), css_class=VERDICT_CLASSES.get(verdict, "verdict")),
+                Cell("–" if pd.isna(r.get("mde", np.nan)) else f"{r['mde']:.4f}"),
+                Cell("–" if needed is None or pd.isna(needed) else str(int(needed))),
             ]
             + ([Cell(r["test"])] if test_column else [])
             + ([Cell(r["note"] or "")] if notes_column else [])
@@ -195,13 +217,14 @@ def table(result: pd.DataFrame, reference: str = "carat", notes: bool = True) ->
 def _notes(result: pd.DataFrame, reference: str) -> list[str]:
     tests = set(result["test"])
     used = []
-    if _test_name(2) in tests:
+    if test_name(2) in tests:
         used.append(f"paired t-test (below {MIN_PAIRS_WILCOXON} pairs, where Wilcoxon cannot reach p < 0.05)")
-    if _test_name(MIN_PAIRS_WILCOXON) in tests:
+    if test_name(MIN_PAIRS_WILCOXON) in tests:
         used.append(f"Wilcoxon signed-rank ({MIN_PAIRS_WILCOXON} pairs or more)")
+    lower = ", ".join(f"{METRIC_TITLES[m]} ({m.replace('_', ' ')})" for m in sorted(LOWER_IS_BETTER))
     text = (
         f"Δ = mean over paired seeds of (variant − {reference}), with its {CONFIDENCE:.0%} t-interval in "
-        "brackets; for HL (Hamming loss) a negative Δ is better. Seeds are paired by their seed tag, using only "
+        f"brackets; for {lower} a negative Δ is better. Seeds are paired by their seed tag, using only "
         "seeds both runs finished."
     )
     if used:
@@ -213,10 +236,25 @@ def _notes(result: pd.DataFrame, reference: str) -> list[str]:
         text += f" Holm correction across the variants compared, per metric; significant = Holm-adjusted p < {ALPHA}."
     else:
         text += f" One comparison per metric, so Holm changes nothing; significant = p < {ALPHA}."
-    notes = [text]
+    notes = [text, VERDICT_NOTE.format(margin=_margin(result), alpha=ALPHA)]
     if any(str(t).startswith("none (fewer") for t in tests):
         notes.append("Rows with fewer than 2 paired seeds have no interval and no test.")
     return notes
+
+
+VERDICT_NOTE = (
+    "Verdict: better/worse = significant (as above) in that direction; equivalent = identical on every seed, or "
+    "two one-sided t-tests (TOST) at {alpha} put the 90% interval of Δ inside ± {margin} (the equivalence margin); "
+    "otherwise inconclusive. MDE = the smallest |Δ| these pairs detect with 80% power at {alpha} (paired t: "
+    "noncentral t; Wilcoxon: as the t-test with n·3/π pairs, its asymptotic relative efficiency), from the spread "
+    "of the paired differences; Seeds needed = paired seeds that would detect the observed Δ with 80% power "
+    "(– where Δ = 0 or there is no spread)."
+)
+
+
+def _margin(result: pd.DataFrame) -> str:
+    margins = sorted(set(result["equivalence_margin"].dropna())) if "equivalence_margin" in result else []
+    return " / ".join(f"{m:g}" for m in margins) or f"{DEFAULT_EQUIVALENCE_MARGIN:g}"
 
 
 def _diff(mean: float, low, high) -> str:

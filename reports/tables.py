@@ -12,20 +12,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.metrics import METRIC_TITLES, higher_is_better
 from harness.studies import DEFAULT_SETTING
 from harness.tracking import FINAL_METRICS
 from reports.references import ReferenceRow, format_value
 
-# (metric key, column title, higher is better), in the paper's column order.
-COLUMNS = (
-    ("acc", "Acc", True),
-    ("hamming_loss", "HL", False),
-    ("micro_precision", "micro-P", True),
-    ("micro_recall", "micro-R", True),
-    ("micro_f1", "micro-F1", True),
-    ("macro_f1", "macro-F1", True),
-    ("subset_acc", "subset acc", True),
-    ("example_f1", "example-F1", True),
+# (metric key, column title, higher is better), in the paper's column order; titles and directions
+# come from harness/metrics.py, the one place they are stated.
+COLUMNS = tuple(
+    (key, METRIC_TITLES[key], higher_is_better(key))
+    for key in (
+        "acc",
+        "hamming_loss",
+        "micro_precision",
+        "micro_recall",
+        "micro_f1",
+        "macro_f1",
+        "subset_acc",
+        "example_f1",
+    )
 )
 DIGITS = 3
 PR_NOTE = (
@@ -41,6 +46,7 @@ FLAG_MARK = "⚠"
 class Cell:
     text: str
     bold: bool = False
+    css_class: str = ""  # the page's class for this cell (a verdict's colour); other formats ignore it
 
 
 @dataclass
@@ -169,13 +175,20 @@ def latex(table: Table) -> str:
 
 def html(table: Table, css_class: str = "results") -> str:
     def row(cells, cls=""):
-        tds = "".join(f"<td>{'<b>' if c.bold else ''}{_h(c.text)}{'</b>' if c.bold else ''}</td>" for c in cells)
+        tds = "".join(
+            f"<td{_class(c.css_class)}>{'<b>' if c.bold else ''}{_h(c.text)}{'</b>' if c.bold else ''}</td>"
+            for c in cells
+        )
         return f"<tr{cls}>{tds}</tr>"
 
     head = "".join(f"<th>{_h(h)}</th>" for h in table.header)
     body = [row(r) for r in table.rows] + [row(r, ' class="reference"') for r in table.reference_rows]
     notes = "".join(f'<p class="note">{_h(n)}</p>' for n in table.notes)
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{notes}'
+
+
+def _class(css_class: str) -> str:
+    return f' class="{_h(css_class)}"' if css_class else ""
 
 
 def _h(text: str) -> str:

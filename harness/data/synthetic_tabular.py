@@ -5,7 +5,9 @@ real tabular multi-view sets the harness also meets (emotions: two views of 64 a
 summary features, 6 labels, 391 training rows; others with more than 10 labels and about
 a thousand rows). Every view is a sequence of length 1, as the ARFF loader gives them, so
 models see exactly what they would see on such files. Defaults: views of 64 and 16
-features, 12 labels, 1200 / 300 / 600 samples, label cardinality about 3.
+features, 12 labels, 1200 / 300 / 5000 samples, label cardinality about 3. The test split is large
+(it is scored once per run; vectors are cheap) so that its sampling noise stays below the seed-to-seed
+spread: at 600 test samples the bootstrap SE of micro-F1 (0.009) exceeded CARAT's spread over seeds (0.006).
 
 Planted effects, each with a knob in :class:`TabularConfig` (and a scikit-learn test in
 ``tests/harness/data/test_synthetic_tabular.py`` that shows it is there):
@@ -48,7 +50,7 @@ VIEW_NAMES = ("view1", "view2", "view3")
 class TabularConfig:
     n_train: int = 1200
     n_valid: int = 300
-    n_test: int = 600
+    n_test: int = 5000  # large: see the module docstring (was 600)
     n_labels: int = 12
     view_dims: tuple[int, ...] = (64, 16)  # one feature size per view; 2 or 3 views
     seed: int = 0

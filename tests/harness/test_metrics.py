@@ -3,7 +3,10 @@ import pytest
 from sklearn import metrics as skm
 
 from harness.metrics import (
+    LOWER_IS_BETTER,
     METRIC_NAMES,
+    METRIC_TITLES,
+    higher_is_better,
     is_constant_predictor,
     metrics_from_predictions,
     multilabel_metrics,
@@ -38,7 +41,26 @@ def test_matches_sklearn(random_case, threshold):
     assert got["hamming_loss"] == pytest.approx(skm.hamming_loss(y, pred))
     assert got["subset_acc"] == pytest.approx(skm.accuracy_score(y, pred))
     assert got["example_f1"] == pytest.approx(skm.f1_score(y, pred, average="samples", zero_division=0))
+    assert got["acc"] == pytest.approx(skm.jaccard_score(y, pred, average="samples", zero_division=0))
     np.testing.assert_allclose(per_label_f1(y, scores, threshold), skm.f1_score(y, pred, average=None, zero_division=0))
+
+
+def test_example_based_accuracy_is_sklearns_samples_jaccard_with_empty_rows():
+    rng = np.random.default_rng(21)
+    y = (rng.random((200, 6)) < 0.2).astype(int)
+    pred = (rng.random((200, 6)) < 0.25).astype(int)
+    y[:20] = 0
+    pred[:10] = 0  # rows 0-9: no true and no predicted label (0 here and in sklearn with zero_division=0)
+    got = metrics_from_predictions(y, pred)
+    assert got["acc"] == pytest.approx(skm.jaccard_score(y, pred, average="samples", zero_division=0), rel=1e-12)
+    assert got["acc"] != pytest.approx(skm.jaccard_score(y, pred, average="samples", zero_division=1))
+
+
+def test_direction_and_titles_cover_every_metric():
+    assert set(METRIC_TITLES) == set(METRIC_NAMES)
+    assert LOWER_IS_BETTER == {"hamming_loss"}  # the only loss among the metrics computed above
+    assert [m for m in METRIC_NAMES if not higher_is_better(m)] == ["hamming_loss"]
+    assert higher_is_better("test_micro_f1") and not higher_is_better("valid_hamming_loss")
 
 
 def test_threshold_is_strict_and_per_label():

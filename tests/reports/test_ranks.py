@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from reports import ranks
 from reports.significance import holm
@@ -118,7 +119,44 @@ def test_pairwise_wilcoxon_holm_and_wins():
         assert row["rank_diff"] <= 0  # the better-ranked variant comes first
         raw.append(row["wilcoxon_p"])
     np.testing.assert_allclose(pairs["wilcoxon_p_holm"], holm(raw))
+    # and against statsmodels, so that a Holm that does not multiply (or does not step down) fails here
+    np.testing.assert_allclose(pairs["wilcoxon_p_holm"], multipletests(raw, alpha=0.05, method="holm")[1])
+    assert (pairs["wilcoxon_p_holm"] > pairs["wilcoxon_p"]).any()  # the family is corrected at all
     assert (pairs["wilcoxon_significant"] == (pairs["wilcoxon_p_holm"] < 0.05)).all()
+
+
+def test_holm_against_statsmodels_and_hand_values():
+    rng = np.random.default_rng(12)
+    for size in (2, 3, 6, 10):
+        p = rng.uniform(0.001, 0.1, size)
+        np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1], rtol=1e-12)
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+@pytest.mark.parametrize("n, k", [(2, 3), (3, 3), (4, 3), (5, 2), (6, 2), (6, 4), (7, 3), (3, 6)])
+def test_undetectable_is_flagged_exactly_when_even_a_perfect_ordering_cannot_differ(n, k):
+    """With every data set ranking the variants the same way (the largest possible rank difference and the
+    smallest possible Wilcoxon p), the best-vs-worst pair is significant exactly when the test is not
+    flagged undetectable."""
+    names = [f"v{j}" for j in range(k)]
+    table = {f"d{i}": {v: 0.9 - 0.1 * j - 0.001 * i * j for j, v in enumerate(names)} for i in range(n)}
+    result = ranks.verdict(frame(table), "micro_f1")
+    pair = result.pairwise.set_index(["variant_a", "variant_b"]).loc[(names[0], names[-1])]
+    assert pair["rank_diff"] == pytest.approx(-(k - 1))
+    assert bool(pair["nemenyi_significant"]) == ("nemenyi" not in result.undetectable)
+    assert bool(pair["wilcoxon_significant"]) == ("wilcoxon-holm" not in result.undetectable)
+    if "nemenyi" in result.undetectable:
+        assert any("no pair can differ under Nemenyi" in note for note in result.notes)
+    if "wilcoxon-holm" in result.undetectable:
+        assert any("no pair can be significant under Wilcoxon-Holm" in note for note in result.notes)
+    assert ranks.rank_frame([result])["undetectable"].iloc[0] == " ".join(result.undetectable)
+
+
+def test_undetectable_cases_by_hand():
+    assert ranks.verdict(frame(HAND), "micro_f1").undetectable == ("wilcoxon-holm",)  # 3 x 2/16 >= 0.05
+    two = {d: HAND[d] for d in ("d1", "d2")}
+    assert ranks.verdict(frame(two), "micro_f1").undetectable == ("nemenyi", "wilcoxon-holm")  # CD 2.34 > 2
+    assert ranks.verdict(random_frame(10, ["a", "b", "c"]), "micro_f1").undetectable == ()
 
 
 def test_clear_winner_is_found():

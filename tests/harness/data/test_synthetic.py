@@ -6,7 +6,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import cross_val_predict
 
-from harness.data import load
+from harness.data import load, synthetic
 from harness.data.synthetic import (
     HOME,
     LABELS,
@@ -48,11 +48,25 @@ def all_labels(dataset):
     return np.concatenate([s.labels for s in dataset.splits.values()])
 
 
+def test_a_larger_test_split_leaves_train_and_validation_as_they_were(monkeypatch):
+    """Each split has its own random stream, so the test split's size (186 before, 1000 now) changes
+    nothing the models train or select on."""
+    config = SyntheticConfig(size="tiny", seq_len=8)
+    first = generate(config)[0]
+    monkeypatch.setitem(synthetic.SPLIT_SIZES, "tiny", (32, 16, 64))
+    again = generate(config)[0]
+    for split in ("train", "valid"):
+        np.testing.assert_array_equal(first.splits[split].labels, again.splits[split].labels)
+        for m in MODALITIES:
+            np.testing.assert_array_equal(first.splits[split].features[m], again.splits[split].features[m])
+    assert again.splits["test"].n == 64 and first.splits["test"].n == 16
+
+
 def test_mosei_shapes_and_split_sizes(default_data):
     ds, _ = default_data
     assert ds.modalities == MODALITIES and ds.label_names == LABELS and ds.aligned
     assert ds.spec.modalities == {"text": (60, 300), "visual": (60, 35), "audio": (60, 74)}
-    assert [s.n for s in ds.splits.values()] == [653, 75, 186]
+    assert [s.n for s in ds.splits.values()] == [653, 75, 1000]
     assert list(SyntheticConfig(size="full").split_sizes().values()) == [16326, 1871, 4659]
     unaligned = load("synthetic", size="tiny", aligned=False)
     assert not unaligned.aligned

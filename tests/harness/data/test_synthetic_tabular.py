@@ -41,7 +41,7 @@ def test_shapes_sizes_and_defaults(default_data):
     assert ds.name == "synthetic_tabular" and ds.modalities == ("view1", "view2") and ds.aligned
     assert ds.spec.modalities == {"view1": (1, 64), "view2": (1, 16)}
     assert ds.label_names == tuple(f"y{j:02d}" for j in range(12))
-    assert [s.n for s in ds.splits.values()] == [1200, 300, 600]
+    assert [s.n for s in ds.splits.values()] == [1200, 300, 5000]
     assert all(s.masks[v].all() for s in ds.splits.values() for v in ds.modalities)
     assert truth.complementary_pairs == {"y10": ("view1", "view2"), "y11": ("view2", "view1")}
     three = load("synthetic_tabular", view_dims=(20, 8, 4), n_labels=15, n_train=100, n_valid=20, n_test=30)
