@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import test_mosei
 import torch
 from mlflow.tracking import MlflowClient
 from test_mosei import M3ED_DIMS, aligned_layout, unaligned_files
@@ -16,10 +17,15 @@ REPO = Path(__file__).resolve().parents[3]
 PAPER_DATASETS = ("mosei_aligned", "mosei_unaligned", "m3ed")
 
 
-def write_public_files(folder: Path) -> None:
+# More training samples than the k-NN baselines' k = 10 neighbours, few enough for a quick run.
+SIZES = {"train": 16, "valid": 4, "test": 4}
+
+
+def write_public_files(folder: Path, monkeypatch) -> None:
     """Small files in the three public layouts, under their public names."""
     folder.mkdir(parents=True, exist_ok=True)
-    unaligned_files(folder)  # mosei_senti_data_noalign.pkl, and train_valid_test.pt with its labels
+    monkeypatch.setattr(test_mosei, "SIZES", SIZES)  # aligned_layout's split sizes
+    unaligned_files(folder, SIZES)  # mosei_senti_data_noalign.pkl, and train_valid_test.pt with its labels
     torch.save(aligned_layout(), folder / "train_valid_test.pt")  # the aligned file (same split sizes)
     torch.save(aligned_layout(M3ED_DIMS, n_labels=7), folder / "m3ed_data.pt")
 
@@ -42,9 +48,9 @@ def test_the_paper_study_names_every_section_7_variant_and_the_paper_data():
 
 
 @pytest.mark.integration
-def test_a_missing_file_stops_the_paper_study_with_one_line_and_creates_nothing(tmp_path):
+def test_a_missing_file_stops_the_paper_study_with_one_line_and_creates_nothing(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    write_public_files(data)
+    write_public_files(data, monkeypatch)
     (data / "m3ed_data.pt").unlink()
     done = ablate_paper(tmp_path, data, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -58,9 +64,9 @@ def test_a_missing_file_stops_the_paper_study_with_one_line_and_creates_nothing(
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_the_paper_study_runs_quick_on_the_three_public_layouts(tmp_path):
+def test_the_paper_study_runs_quick_on_the_three_public_layouts(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    write_public_files(data)
+    write_public_files(data, monkeypatch)
     done = ablate_paper(tmp_path, data)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     study = studies.load("paper")
@@ -70,3 +76,10 @@ def test_the_paper_study_runs_quick_on_the_three_public_layouts(tmp_path):
     got = {(r.data.tags["variant"], r.data.tags["dataset"]) for r in runs if r.info.status == "FINISHED"}
     assert got == {(v, d) for v in study.variants for d in PAPER_DATASETS} and len(runs) == len(got)
     assert all(r.data.params["preset"] == "paper" for r in runs)
+    # The side-by-side main table from these runs (what the report shows, see reports.tables).
+    from harness import results
+    from reports import tables
+
+    table = tables.paper_main_table(results.runs(client, "paper.quick"))
+    assert [row[0].text.split(" ")[0] for row in table.rows] == list(study.variants)
+    assert all(row[-1].text == "1 / 1" for row in table.rows)
