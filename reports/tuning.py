@@ -50,6 +50,36 @@ class TuningSummary:
         return self.counts.get("PRUNED", 0)
 
 
+@dataclass
+class TuningSection:
+    """What the report's tuning section shows, for one study."""
+
+    summaries: dict[Key, TuningSummary]
+    trials: pd.DataFrame  # trials_table
+    best: pd.DataFrame  # best_params_table
+    figures: dict[Key, dict[str, Path | str]]  # figures: paths, or why one was not drawn
+    notes: list[str] = field(default_factory=list)  # studies named but absent from the storage
+
+
+def build_section(storage, names: Mapping[Key, str], folder: Path | str) -> TuningSection:
+    """The tuning section of a report: every named study of ``storage`` summarised, laid out and
+    drawn into ``folder`` (``names`` as ``names_from_runs`` or ``Plan.tune_queue_names`` give them)."""
+    studies = load_studies(storage, names)
+    summaries = {key: summarise(study, *key) for key, study in studies.items()}
+    notes = [
+        f"No Optuna study {name!r} for {key[0]} on {key[1]} in the storage."
+        for key, name in names.items()
+        if key not in studies
+    ]
+    return TuningSection(
+        summaries=summaries,
+        trials=trials_table(summaries.values()),
+        best=best_params_table(summaries.values()),
+        figures=figures(studies, folder),
+        notes=notes,
+    )
+
+
 def names_from_runs(runs: pd.DataFrame) -> dict[Key, str]:
     """(variant, data set) -> Optuna study name, from the ``optuna_study`` tag of the tuning runs
     of an MLflow runs frame (``harness.results.runs``), in first-seen order."""

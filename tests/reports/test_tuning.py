@@ -107,3 +107,12 @@ def test_study_names_come_from_the_tuning_runs_tags():
         ("no_shuffle", "synthetic"): study_name("no_shuffle"),
     }
     assert tuning.names_from_runs(pd.DataFrame()) == {}
+
+
+def test_the_section_of_a_tuning_study_in_one_call(journal, tmp_path):
+    names = {("carat", "synthetic"): study_name("carat"), ("mult", "synthetic"): study_name("mult")}
+    section = tuning.build_section(str(journal), names, tmp_path)
+    assert list(section.summaries) == [("carat", "synthetic")] and len(section.trials) == 12
+    assert section.best.loc[0, "best_trial"] == section.summaries["carat", "synthetic"].best_trial
+    assert section.figures["carat", "synthetic"]["history"].is_file()
+    assert section.notes == [f"No Optuna study {study_name('mult')!r} for mult on synthetic in the storage."]
