@@ -145,7 +145,8 @@ def paper_main_table(
     """The paper's main table from the plain runs frame (one row per run: ``variant``, ``dataset``,
     ``setting``, ``seed``, ``test_<metric>``, and ``degenerate``/``phase``/``status`` where present):
     one row per method, each data set of ``datasets`` ((name, title) pairs) a group of ``columns``
-    side by side, mean ± std over seeds of the default setting's finished repeat runs, a unique best
+    side by side (methods in the order they first ran), mean ± std over seeds of the default setting's
+    finished repeat runs, a unique best
     per column in bold, then the reference rows of each data set (``references.for_dataset`` unless
     given) with their values in their own data set's columns. None when no run is on those data sets."""
     runs = runs[runs["dataset"].isin([name for name, _ in datasets])]
@@ -157,6 +158,8 @@ def paper_main_table(
         runs = runs[runs["setting"] == DEFAULT_SETTING]
     if runs.empty:
         return None
+    if "start_time" in runs:  # methods in the order they first ran (the study's order), not the store's
+        runs = runs.sort_values("start_time", kind="stable")
     summaries = {name: summarise(runs[runs["dataset"] == name]).set_index("variant") for name, _ in datasets}
     summaries = {name: summary for name, summary in summaries.items() if len(summary)}
     methods = list(dict.fromkeys(runs["variant"]))
@@ -170,7 +173,7 @@ def paper_main_table(
             )
     rows, any_flagged = [], False
     for i, method in enumerate(methods):
-        cells, seeds, flagged = [Cell(method)], [], 0
+        cells, seeds, flagged, n_runs = [Cell(method)], [], 0, 0
         for name, _ in datasets:
             row = summaries[name].loc[method] if name in summaries and method in summaries[name].index else None
             for key, _, _ in columns:
@@ -181,9 +184,10 @@ def paper_main_table(
                     cells.append(Cell(text, bold=bool(best[name, key].iloc[i])))
             seeds.append(str(int(row["n_seeds"])) if row is not None else "0")
             flagged += int(row["n_flagged"]) if row is not None else 0
+            n_runs += int(row["n_seeds"]) if row is not None else 0
         if flagged:
             any_flagged = True
-            cells[0] = Cell(f"{method} {FLAG_MARK} {flagged} runs flagged")
+            cells[0] = Cell(f"{method} {FLAG_MARK} {flagged} of {n_runs} runs flagged")
         rows.append(cells + [Cell(" / ".join(seeds))])
     reference_rows, sources = [], []
     for name, _ in datasets:
