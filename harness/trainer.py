@@ -21,6 +21,7 @@ import copy
 import hashlib
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -267,7 +268,10 @@ def _run_identity(model, data: MultimodalDataset, cfg: TrainConfig) -> str:
 
 
 def _save(path: Path, identity: str, state: _Progress, model, optimiser, schedule, shuffler) -> None:
-    """Write the checkpoint atomically: a kill during the write leaves the previous one intact."""
+    """Write the checkpoint so that a readable one is always on disk: the new one goes to
+    ``*.partial`` (flushed to disk), the current one becomes ``*.prev``, then the new one replaces
+    the current one atomically. A kill or a full disk during the write leaves the current one
+    intact; a current one damaged later (a copy cut short) still has ``*.prev`` behind it."""
     payload = {
         "identity": identity,
         "epoch": state.epoch,
@@ -284,41 +288,127 @@ def _save(path: Path, identity: str, state: _Progress, model, optimiser, schedul
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
+    with open(partial, "wb") as file:
+        torch.save(payload, file)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before it replaces anything
+    if path.is_file():
+        _keep_as_previous(path)
     os.replace(partial, path)
 
 
-def _restore(path: Path, identity: str, model, optimiser, schedule, shuffler) -> _Progress:
-    """The progress kept in ``path``, loaded into model, optimiser, schedule and RNGs; a fresh
-    start when the checkpoint was written by another configuration.
+def _keep_as_previous(path: Path) -> None:
+    """``path`` also as ``*.prev``, while ``path`` itself stays in place (a hard link, or a copy where
+    the file system has none), so that no moment exists without a current checkpoint."""
+    previous, linking = _previous(path), path.with_name(path.name + ".prev.partial")
+    linking.unlink(missing_ok=True)
+    try:
+        os.link(path, linking)
+    except OSError:
+        shutil.copyfile(path, linking)
+    os.replace(linking, previous)
 
-    Such a checkpoint (other settings or data, or a code version whose model or training config
-    differs) is never continued: that would mix two configurations in one run. It is unfinished
-    work that cannot be used, so it is not an error either: it is renamed ``*.stale`` (one
-    line says so) and the run starts from epoch 1."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("identity") != identity:
-        stale = path.with_name(path.name + ".stale")
-        os.replace(path, stale)
-        tqdm.write(
-            f"note: checkpoint {path} was written by another configuration (model, data, settings or "
-            f"code version); not resumed, moved to {stale.name}; this run starts at epoch 1"
+
+def _previous(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete a finished unit's checkpoint and the previous one kept beside it."""
+    path = Path(path)
+    for leftover in (path, _previous(path), path.with_name(path.name + ".partial")):
+        leftover.unlink(missing_ok=True)
+
+
+_PAYLOAD_KEYS = (
+    "identity",
+    "epoch",
+    "history",
+    "best_f1",
+    "best_epoch",
+    "best_weights",
+    "seconds",
+    "eval_seconds",
+    "model",
+    "optimiser",
+    "schedule",
+    "rng",
+)
+
+
+def _restore(path: Path, identity: str, model, optimiser, schedule, shuffler) -> _Progress:
+    """The progress kept in the newest usable checkpoint (``path``, else ``path.prev``), loaded into
+    model, optimiser, schedule and RNGs; a fresh start when there is none.
+
+    A checkpoint that cannot be read (cut short, overwritten, not a checkpoint) is renamed
+    ``*.corrupt`` with one line saying why, and the previous one is tried: a damaged file is
+    never a permanent failure. One written by another configuration (other settings or data, or
+    a code version whose model or training config differs) is never continued, since that would
+    mix two configurations in one run; it is unfinished work that cannot be used, so it is not
+    an error either: it is renamed ``*.stale`` (one line says so). With neither usable, the run
+    starts from epoch 1."""
+    for candidate in (path, _previous(path)):
+        if not candidate.is_file():
+            continue
+        payload, problem = _read_checkpoint(candidate)
+        if problem is not None:
+            corrupt = _set_aside(candidate, ".corrupt")
+            tqdm.write(
+                f"note: checkpoint {candidate} cannot be read ({problem}); moved to {corrupt.name}; "
+                + _what_next(candidate, path)
+            )
+            continue
+        if payload["identity"] != identity:
+            stale = _set_aside(candidate, ".stale")
+            tqdm.write(
+                f"note: checkpoint {candidate} was written by another configuration (model, data, settings or "
+                f"code version); not resumed, moved to {stale.name}; " + _what_next(candidate, path)
+            )
+            continue
+        model.load_state_dict(payload["model"])
+        optimiser.load_state_dict(payload["optimiser"])
+        schedule.load_state_dict(payload["schedule"])
+        _set_rng_state(payload["rng"], shuffler)
+        if candidate != path:
+            tqdm.write(f"note: resuming from the previous checkpoint {candidate.name} (epoch {payload['epoch']})")
+        return _Progress(
+            epoch=payload["epoch"],
+            history=payload["history"],
+            best_f1=payload["best_f1"],
+            best_epoch=payload["best_epoch"],
+            best_weights=payload["best_weights"],
+            seconds=payload["seconds"],
+            eval_seconds=payload["eval_seconds"],
+            restored_epoch=payload["epoch"],
         )
-        return _Progress()
-    model.load_state_dict(payload["model"])
-    optimiser.load_state_dict(payload["optimiser"])
-    schedule.load_state_dict(payload["schedule"])
-    _set_rng_state(payload["rng"], shuffler)
-    return _Progress(
-        epoch=payload["epoch"],
-        history=payload["history"],
-        best_f1=payload["best_f1"],
-        best_epoch=payload["best_epoch"],
-        best_weights=payload["best_weights"],
-        seconds=payload["seconds"],
-        eval_seconds=payload["eval_seconds"],
-        restored_epoch=payload["epoch"],
-    )
+    return _Progress()
+
+
+def _read_checkpoint(path: Path) -> tuple[dict | None, str | None]:
+    """(payload, None), or (None, why it cannot be used as a checkpoint)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"{type(exc).__name__}: {reason}"[:200]
+    if not isinstance(payload, dict):
+        return None, f"it holds a {type(payload).__name__}, not a checkpoint"
+    missing = [key for key in _PAYLOAD_KEYS if key not in payload]
+    if missing:
+        return None, f"it lacks {', '.join(missing)}"
+    return payload, None
+
+
+def _set_aside(path: Path, suffix: str) -> Path:
+    target = path.with_name(path.name + suffix)
+    os.replace(path, target)
+    return target
+
+
+def _what_next(candidate: Path, path: Path) -> str:
+    if candidate == path and _previous(path).is_file():
+        return f"trying the previous checkpoint {_previous(path).name}"
+    return "this run starts at epoch 1"
 
 
 def _rng_state(shuffler: torch.Generator) -> dict:

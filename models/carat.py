@@ -47,7 +47,7 @@ buffers that live across steps never hold bf16 values. In float32 these casts ar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +83,12 @@ class CARATConfig:
     fusion: str = "linear"  # F_m: "linear" (reference) or "mlp" (2 layers, as the paper describes)
     prototype_momentum: float = 0.99
     temperature: float = 0.07
-    queue_size: int = 8192
+    # None: sized from the data when training starts (``CARAT.check_training``): the smallest
+    # power of two holding one push (batch x levels x modalities x labels), never below
+    # min_queue_size; the size chosen replaces None in ``model.config``, so it is what is logged.
+    # A number is used as given, and one shorter than a push is refused.
+    queue_size: int | None = None
+    min_queue_size: int = 8192
     # "reference": the reference's SupCon, queue entries are anchors too (computed exactly,
     # in blocks). "fast": only the batch's vectors are anchors, the queue is only contrast
     # set (the usual SupCon/MoCo form); about two thirds of the SupCon work at the paper size.
@@ -116,8 +121,8 @@ class CARATConfig:
 
     def __post_init__(self):
         problems = []
-        for name in ("hidden_size", "latent_size", "heads", "queue_size", "supcon_chunk_size"):
-            if getattr(self, name) < 1:
+        for name in ("hidden_size", "latent_size", "heads", "queue_size", "min_queue_size", "supcon_chunk_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.heads:
             problems.append(f"hidden_size {self.hidden_size} must be divisible by heads {self.heads}")
@@ -183,22 +188,32 @@ CARAT_PRESETS: dict[str, dict] = {
         depths=(6, 4),
         heads=8,
         dropout=0.3,
-        queue_size=8192,
+        min_queue_size=8192,  # the reference's 8192 wherever one push fits (a larger one when not)
         aligned_length=500,
         checkpoint_layers=True,
     ),
     # Same architecture scaled down, so a whole run on small synthetic data takes seconds on a CPU.
-    # The queue holds at least one push of the shipped studies: batch 64 x 3 levels x 3 modalities
-    # x 6 labels = 3456 vectors (emotions and the benchmark's batch 32: at most 32 x 3 x 2 x 12 = 2304).
-    # A larger queue costs quadratically in SupCon (queue entries are anchors too): 8192 made an
+    # The queue is at least 4096, one push of the shipped studies: batch 64 x 3 levels x 3 modalities
+    # x 6 labels = 3456 vectors (emotions and the benchmark's batch 32: at most 32 x 3 x 2 x 12 = 2304);
+    # a data set with a larger push gets the next power of two (queue_size None). A larger queue
+    # costs quadratically in SupCon (queue entries are anchors too): 8192 made an
     # emotions step about 5 times slower than 1152.
     # gamma_r 0.01, not 1: the reconstruction MSEs pull f toward what De/F can rebuild, and their
     # cheapest minimum is an f that is the same for every sample. On tabular data (T = 1) that
     # collapse wins within ~30 steps and CARAT predicts the label prior (validation micro-F1 of
     # synthetic_tabular, 3 seeds: 0.475 at gamma_r 1, 0.602 at 0.1, 0.655 at 0.01; emotions 0.694 ->
     # 0.717; synthetic sequences not hurt). The paper preset keeps the spec's 1.0.
-    "small": dict(hidden_size=64, latent_size=16, depths=(2, 1), heads=4, dropout=0.1, queue_size=4096, gamma_r=0.01),
+    "small": dict(
+        hidden_size=64, latent_size=16, depths=(2, 1), heads=4, dropout=0.1, min_queue_size=4096, gamma_r=0.01
+    ),
 }
+
+
+def auto_queue_size(pushed: int, minimum: int) -> int:
+    """The queue size chosen for ``queue_size`` None: the smallest power of two that holds one push of
+    ``pushed`` vectors, never below ``minimum`` (the preset's size, which keeps the shipped studies'
+    queues as they were). A power of two keeps SupCon's blocks of ``supcon_chunk_size`` whole."""
+    return max(minimum, 1 << max(pushed - 1, 0).bit_length())
 
 
 # ----------------------------------------------------------------------------------------
@@ -318,7 +333,10 @@ class CARAT(NeuralModel):
             self.fusion = ModalityMLP(n_mod, [n_mod * d, d] if config.fusion == "linear" else [n_mod * d, d, d])
             self.register_buffer("prototypes", torch.zeros(2, n_mod, n_labels, dz))  # [positive, negative]
         self.aggregator = mlp([n_labels * d, d, n_labels]) if config.aggregation else None
-        self.queue = FeatureQueue(config.queue_size, dz, config.random_queue_init) if config.contrastive else None
+        # With queue_size None the queue starts at min_queue_size; check_training resizes it once the
+        # batch size is known (built last, so the weights' random draws do not depend on its size).
+        queue_size = config.queue_size or config.min_queue_size
+        self.queue = FeatureQueue(queue_size, dz, config.random_queue_init) if config.contrastive else None
 
     # ---- public API -------------------------------------------------------------------
 
@@ -366,8 +384,17 @@ class CARAT(NeuralModel):
         Each step pushes B x L x M x C vectors (L = 3 levels with reconstruction, 1
         without). A shorter queue would keep only part of the current step and nothing of
         the past: a different mechanism, which the reference refuses.
+
+        With ``queue_size`` None the queue is sized here instead (``auto_queue_size``) and the size
+        replaces None in ``self.config``: call it before logging the config and before training.
         """
         pushed = self.push_size(batch_size)
+        if self.config.queue_size is None:
+            size = auto_queue_size(pushed, self.config.min_queue_size)
+            if self.queue is not None and size != self.queue.size:
+                self.queue = FeatureQueue(size, self.config.latent_size, self.config.random_queue_init)
+            self.config = replace(self.config, queue_size=size)
+            return
         if pushed > self.config.queue_size:
             levels = self.contrast_levels
             raise ValueError(

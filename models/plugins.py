@@ -180,6 +180,8 @@ def _check(name: str, spec: DataSpec, preset: str, fail) -> None:
     if not isinstance(model, (NeuralModel, ClassicModel)):
         fail(f"the builder returned a {type(model).__name__}, not a models.base.NeuralModel or ClassicModel")
     config = getattr(model, "config", None)
+    if isinstance(config, dict):
+        fail(_dict_config_problem(name, config))
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         fail(f"`config` must be a dataclass instance (its fields are logged as params), got {type(config).__name__}")
     inputs, masks, labels = _random_batch(spec, CHECK_SAMPLES if isinstance(model, ClassicModel) else CHECK_BATCH)
@@ -187,6 +189,27 @@ def _check(name: str, spec: DataSpec, preset: str, fail) -> None:
         _check_classic(model, spec, inputs, masks, labels, fail)
     else:
         _check_neural(model, spec, inputs, masks, labels, fail)
+
+
+def _dict_config_problem(name: str, config: dict) -> str:
+    """Why a plain dict is refused as ``config``, with the dataclass to write instead (built from the
+    dict's own keys and values). A dict is refused rather than logged as it is: its fields have no
+    declared types or defaults, so a misspelt override would be taken silently, and the runner
+    builds every model's params and configuration hash from a typed config."""
+    class_name = "".join(part.capitalize() for part in str(name).replace("-", "_").split("_") if part) + "Config"
+    if not class_name[0].isalpha():
+        class_name = "Model" + class_name
+    lines = [
+        f"    {key}: {type(value).__name__} = {value!r}" for key, value in config.items() if str(key).isidentifier()
+    ]
+    lines = lines or ["    pass"]
+    return (
+        f"`config` must be a dataclass instance (its fields are logged as params), got a dict {config!r}; "
+        "write instead\n\n    from dataclasses import dataclass\n\n"
+        f"    @dataclass(frozen=True)\n    class {class_name}:\n"
+        + "\n".join("    " + line for line in lines)
+        + f"\n\nand set `self.config = {class_name}(**overrides)` in the model (or pass it from the builder)"
+    )
 
 
 def _random_batch(spec: DataSpec, n: int):

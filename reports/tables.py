@@ -15,6 +15,7 @@ import pandas as pd
 from harness.metrics import METRIC_TITLES, higher_is_better
 from harness.studies import DEFAULT_SETTING
 from harness.tracking import FINAL_METRICS
+from reports import references as cited
 from reports.references import ReferenceRow, format_value
 
 # (metric key, column title, higher is better), in the paper's column order; titles and directions
@@ -55,6 +56,7 @@ class Table:
     rows: list[list[Cell]]
     reference_rows: list[list[Cell]] = field(default_factory=list)  # shown after a rule, marked
     notes: list[str] = field(default_factory=list)
+    label_columns: int | None = None  # leading text columns (LaTeX aligns them left); None: as results_table
 
 
 def summarise(finished: pd.DataFrame) -> pd.DataFrame:
@@ -129,6 +131,97 @@ def results_table(summary: pd.DataFrame, references: tuple[ReferenceRow, ...] = 
     return Table(header, rows, reference_rows, notes)
 
 
+# The paper's main table: aligned and unaligned CMU-MOSEI side by side per method, in the metrics
+# the paper reports for them (accuracy, micro precision, recall and F1).
+MAIN_TABLE_DATASETS = (("mosei_aligned", "Aligned"), ("mosei_unaligned", "Unaligned"))
+MAIN_TABLE_COLUMNS = (
+    ("acc", "Acc", True),
+    ("micro_precision", "P", True),
+    ("micro_recall", "R", True),
+    ("micro_f1", "Mi-F1", True),
+)
+
+
+def paper_main_table(
+    runs: pd.DataFrame,
+    datasets: tuple[tuple[str, str], ...] = MAIN_TABLE_DATASETS,
+    columns: tuple[tuple[str, str, bool], ...] = MAIN_TABLE_COLUMNS,
+    references: dict[str, tuple[ReferenceRow, ...]] | None = None,
+) -> Table | None:
+    """The paper's main table from the plain runs frame (one row per run: ``variant``, ``dataset``,
+    ``setting``, ``seed``, ``test_<metric>``, and ``degenerate``/``phase``/``status`` where present):
+    one row per method, each data set of ``datasets`` ((name, title) pairs) a group of ``columns``
+    side by side (methods in the order they first ran), mean ± std over seeds of the default setting's
+    finished repeat runs, a unique best
+    per column in bold, then the reference rows of each data set (``references.for_dataset`` unless
+    given) with their values in their own data set's columns. None when no run is on those data sets."""
+    runs = runs[runs["dataset"].isin([name for name, _ in datasets])]
+    if "phase" in runs:
+        runs = runs[runs["phase"] == "repeat"]
+    if "status" in runs:
+        runs = runs[runs["status"] == "FINISHED"]
+    if "setting" in runs:
+        runs = runs[runs["setting"] == DEFAULT_SETTING]
+    if runs.empty:
+        return None
+    if "start_time" in runs:  # methods in the order they first ran (the study's order), not the store's
+        runs = runs.sort_values("start_time", kind="stable")
+    summaries = {name: summarise(runs[runs["dataset"] == name]).set_index("variant") for name, _ in datasets}
+    summaries = {name: summary for name, summary in summaries.items() if len(summary)}
+    methods = list(dict.fromkeys(runs["variant"]))
+    header = ["Method"] + [f"{title} {label}" for _, title in datasets for _, label, _ in columns] + ["Seeds"]
+    best = {}
+    for name, _ in datasets:
+        for key, _, higher in columns:
+            means = summaries[name][f"{key}_mean"].reindex(methods) if name in summaries else None
+            best[name, key] = (
+                pd.Series(False, index=methods) if means is None else _best(means.reset_index(drop=True), higher)
+            )
+    rows, any_flagged = [], False
+    for i, method in enumerate(methods):
+        cells, seeds, flagged, n_runs = [Cell(method)], [], 0, 0
+        for name, _ in datasets:
+            row = summaries[name].loc[method] if name in summaries and method in summaries[name].index else None
+            for key, _, _ in columns:
+                if row is None:
+                    cells.append(Cell("–"))
+                else:
+                    text = mean_std(row[f"{key}_mean"], row[f"{key}_std"])
+                    cells.append(Cell(text, bold=bool(best[name, key].iloc[i])))
+            seeds.append(str(int(row["n_seeds"])) if row is not None else "0")
+            flagged += int(row["n_flagged"]) if row is not None else 0
+            n_runs += int(row["n_seeds"]) if row is not None else 0
+        if flagged:
+            any_flagged = True
+            cells[0] = Cell(f"{method} {FLAG_MARK} {flagged} of {n_runs} runs flagged")
+        rows.append(cells + [Cell(" / ".join(seeds))])
+    reference_rows, sources = [], []
+    for name, _ in datasets:
+        chosen = cited.for_dataset(name) if references is None else references.get(name, ())
+        for ref in chosen:
+            cells = [Cell(f"{ref.method} {REFERENCE_MARK}")]
+            for other, _ in datasets:
+                values = ref.values if other == name else {}
+                cells += [Cell(format_value(values.get(key))) for key, _, _ in columns]
+            reference_rows.append(cells + [Cell("")])
+            sources.append(ref.source)
+    titles = " and ".join(title.lower() for _, title in datasets)
+    notes = [
+        f"Mean ± sample standard deviation over seeds (test split), {titles} side by side; Seeds = seeds per data "
+        "set in that order; – = not run on that data set. A column's best mean, as shown, is in bold when no other "
+        "row shows the same value" + ("; reference rows are not ranked." if reference_rows else "."),
+        PR_NOTE,
+    ]
+    if any_flagged:
+        notes.append(
+            f"{FLAG_MARK} Runs flagged as no finding (a constant predictor, or no better than the label prior on "
+            "validation) are included in the mean and std."
+        )
+    for source in dict.fromkeys(sources):
+        notes.append(f"{REFERENCE_MARK} Reported elsewhere, not re-run here: {source}.")
+    return Table(header, rows, reference_rows, notes, label_columns=1)
+
+
 def mean_std(mean: float, std: float) -> str:
     if np.isnan(mean):
         return "–"
@@ -163,7 +256,10 @@ def latex(table: Table) -> str:
         texts = [_tex(c.text) for c in cells]
         return " & ".join(rf"\textbf{{{t}}}" if c.bold and t else t for c, t in zip(cells, texts)) + r" \\"
 
-    spec = "l" * (len(table.header) - len(COLUMNS) - 1) + "c" * len(COLUMNS) + "r"
+    if table.label_columns is None:
+        spec = "l" * (len(table.header) - len(COLUMNS) - 1) + "c" * len(COLUMNS) + "r"
+    else:
+        spec = "l" * table.label_columns + "c" * (len(table.header) - table.label_columns)
     lines = [r"\begin{tabular}{" + spec + "}", r"\toprule", " & ".join(map(_tex, table.header)) + r" \\", r"\midrule"]
     lines += [line(r) for r in table.rows]
     if table.reference_rows:

@@ -21,6 +21,14 @@ Conventions:
   (mask False), wherever it is; ``dataset.notes["masks"]`` says which rule was used.
 * Shorter sequences are zero-padded at the end (those steps follow the same mask rule).
 
+Where the files are: ``data_path`` (a study's ``data_path``, ``--data-path``), else the folder
+named by the environment variable ``CARAT_DATA``, else ``data/`` under the current folder. A
+missing file raises ``MissingDataFile`` (a ``FileNotFoundError``): one line naming the file, the
+loader and the folder it was looked for in.
+
+``size="tiny"`` (what ``--quick`` asks of every loader with a ``size`` option) keeps the first
+``TINY_SAMPLES`` samples of each split of the same files, so a smoke test reads the real data.
+
 Keys other than the ones above (``dict``, ``settings``, ``len_list``, ``labels``, ``id``) are ignored.
 A sequence longer than the configured length is an error unless ``truncate=True``, which
 keeps the first ``max_len`` steps and counts the truncated samples in ``dataset.notes``.
@@ -28,6 +36,7 @@ keeps the first ``max_len`` steps and counts the truncated samples in ``dataset.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,24 +93,55 @@ M3ED = SequenceLayout(
 )
 
 MASK_RULES = {False: "all steps real (reference)", True: "all-zero rows are padding"}
+DATA_ENV = "CARAT_DATA"  # the folder holding the public files when no data_path is given
+DEFAULT_DATA_FOLDER = "data"
+SIZES = ("full", "tiny")
+TINY_SAMPLES = {"train": 48, "valid": 16, "test": 16}
+
+
+class MissingDataFile(FileNotFoundError):
+    """A public data file is not where it was looked for; the message is one line saying where."""
+
+    def __init__(self, loader: str, file_name: str, path: Path, looked_in: str):
+        self.loader, self.file_name, self.path, self.looked_in = loader, file_name, path, looked_in
+        super().__init__(
+            f"{loader}: no file {file_name} at {path} (looked in {looked_in}; put the public file there, set "
+            f"{DATA_ENV} to the folder holding it, or pass --data-path)"
+        )
+
+
+def default_data_folder() -> tuple[Path, str]:
+    """(folder, how it was chosen): ``$CARAT_DATA``, else ``data/`` under the current folder."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser(), f"{DATA_ENV}={os.environ[DATA_ENV]}"
+    return Path(DEFAULT_DATA_FOLDER).resolve(), f"{DEFAULT_DATA_FOLDER}/ under the current folder ({DATA_ENV} unset)"
 
 
 def load_mosei_aligned(
-    data_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False
+    data_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False, size: str = "full"
 ) -> MultimodalDataset:
     """CMU-MOSEI word-aligned features (``train_valid_test.pt``, as used by TAILOR and CARAT)."""
+    limit = _sample_limit(size)
     path = resolve_file(data_path, MOSEI_ALIGNED.file_name, MOSEI_ALIGNED.dataset_name)
-    return _load_pt_layout(path, MOSEI_ALIGNED, max_len, truncate, mask_padding)
+    return _load_pt_layout(path, MOSEI_ALIGNED, max_len, truncate, mask_padding, limit)
 
 
-def load_m3ed(data_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False) -> MultimodalDataset:
+def load_m3ed(
+    data_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False, size: str = "full"
+) -> MultimodalDataset:
     """M3ED as converted by the CARAT authors (``m3ed_data.pt``, 60 steps, 7 labels)."""
+    limit = _sample_limit(size)
     path = resolve_file(data_path, M3ED.file_name, M3ED.dataset_name)
-    return _load_pt_layout(path, M3ED, max_len, truncate, mask_padding)
+    return _load_pt_layout(path, M3ED, max_len, truncate, mask_padding, limit)
 
 
 def load_mosei_unaligned(
-    data_path=None, labels_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False
+    data_path=None,
+    labels_path=None,
+    max_len=None,
+    truncate: bool = False,
+    mask_padding: bool = False,
+    size: str = "full",
 ) -> MultimodalDataset:
     """CMU-MOSEI unaligned features (MulT's ``.pkl``) with emotion labels from the aligned ``.pt``.
 
@@ -109,10 +149,11 @@ def load_mosei_unaligned(
     ``.pt`` beside it; ``labels_path`` names the ``.pt`` (or its folder) explicitly.
     """
     mask_padding = _check_flag(mask_padding, "mask_padding")
+    limit = _sample_limit(size)
     layout = MOSEI_UNALIGNED
     features_path = resolve_file(data_path, layout.file_name, layout.dataset_name)
     label_source = features_path.parent if labels_path is None else labels_path
-    labels_file = resolve_file(label_source, MOSEI_ALIGNED.file_name, f"{layout.dataset_name} labels")
+    labels_file = resolve_file(label_source, MOSEI_ALIGNED.file_name, f"{layout.dataset_name} (its labels)")
     lengths = _configured_lengths(layout, max_len, features_path)
 
     raw_features = _as_split_dict(load_pickle_file(features_path), features_path)
@@ -122,6 +163,10 @@ def load_mosei_unaligned(
         feature_split = _required(raw_features, split, features_path, None, "split")
         label_split = _required(raw_labels, split, labels_file, None, "split")
         tgt = _required(_as_mapping(label_split, labels_file, split), "tgt", labels_file, split, "key")
+        feature_split, tgt = (
+            _first_samples(feature_split, layout, features_path, split, limit),
+            _head(tgt, limit, split),
+        )
         labels = labels_from_tgt(tgt, len(layout.label_names), labels_file, split)
         features, masks = _read_modalities(
             feature_split, layout, lengths, truncate, mask_padding, features_path, split, counters
@@ -134,19 +179,46 @@ def load_mosei_unaligned(
                 f"has {n_features} samples but the labels file {labels_file} has {labels.shape[0]} in this split",
             )
         splits[split] = Split(features=features, masks=masks, labels=labels)
-    return _dataset(layout, splits, f"{features_path} + {labels_file}", False, counters, mask_padding)
+    return _dataset(layout, splits, f"{features_path} + {labels_file}", False, counters, mask_padding, limit)
 
 
 def resolve_file(data_path, file_name: str, what: str) -> Path:
-    """``data_path`` itself if it is a file, else ``data_path / file_name``; refused if absent."""
+    """``data_path`` itself if it is a file, else ``data_path / file_name`` (``data_path`` None: the
+    folder of ``default_data_folder``); ``MissingDataFile`` if absent."""
     if data_path is None:
-        raise FileNotFoundError(f"{what} needs a data path: a folder holding {file_name}, or the file itself")
-    path = Path(data_path).expanduser()
-    if path.is_dir():
-        path = path / file_name
+        folder, looked_in = default_data_folder()
+        path = folder / file_name
+    else:
+        path = Path(data_path).expanduser()
+        looked_in = f"the data path {data_path}"
+        if path.is_dir() or not path.suffix:  # a folder (or one that does not exist): the public name inside
+            path = path / file_name
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: no such file {path} (expected the public file {file_name})")
+        raise MissingDataFile(what, file_name, path, looked_in)
     return path
+
+
+def _sample_limit(size: str) -> dict[str, int] | None:
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    return TINY_SAMPLES if size == "tiny" else None
+
+
+def _head(value, limit: dict[str, int] | None, split: str):
+    """The first ``limit[split]`` samples of a list or array (all of them without a limit)."""
+    return value if limit is None or not _is_sequence(value) else value[: limit[split]]
+
+
+def _first_samples(raw_split, layout: SequenceLayout, source, split: str, limit: dict[str, int] | None):
+    """A split with only its first samples; the full sample counts are compared first, so a file
+    whose modalities disagree is refused in a smoke test too."""
+    if limit is None:
+        return raw_split
+    raw_split = _as_mapping(raw_split, source, split)
+    counts = {key: len(raw_split[key]) for key in layout.keys if key in raw_split and _is_sequence(raw_split[key])}
+    if len(set(counts.values())) > 1:
+        raise DataFormatError(source, split, f"mismatched sample counts across modalities: {counts}")
+    return {**raw_split, **{key: raw_split[key][: limit[split]] for key in counts}}
 
 
 def labels_from_tgt(tgt, n_labels: int, source, split: str) -> np.ndarray:
@@ -183,13 +255,24 @@ class _Counters:
         self.truncated_samples = 0
 
 
-def _load_pt_layout(path: Path, layout: SequenceLayout, max_len, truncate: bool, mask_padding) -> MultimodalDataset:
+def _load_pt_layout(
+    path: Path, layout: SequenceLayout, max_len, truncate: bool, mask_padding, limit: dict[str, int] | None = None
+) -> MultimodalDataset:
     mask_padding = _check_flag(mask_padding, "mask_padding")
     lengths = _configured_lengths(layout, max_len, path)
     raw = _as_split_dict(load_torch_file(path), path)
     splits, counters = {}, _Counters()
     for split in SPLITS:
         raw_split = _as_mapping(_required(raw, split, path, None, "split"), path, split)
+        if limit is not None:
+            n_tgt = len(_required(raw_split, "tgt", path, split, "key"))
+            counts = {key: len(raw_split[key]) for key in layout.keys if _is_sequence(raw_split.get(key))}
+            if any(n != n_tgt for n in counts.values()):  # the whole file's counts, before keeping a few
+                raise DataFormatError(path, split, f"mismatched sample counts: {counts}, 'tgt' {n_tgt}")
+            raw_split = {
+                **_first_samples(raw_split, layout, path, split, limit),
+                "tgt": raw_split["tgt"][: limit[split]],
+            }
         tgt = _required(raw_split, "tgt", path, split, "key")
         labels = labels_from_tgt(tgt, len(layout.label_names), path, split)
         features, masks = _read_modalities(raw_split, layout, lengths, truncate, mask_padding, path, split, counters)
@@ -197,10 +280,13 @@ def _load_pt_layout(path: Path, layout: SequenceLayout, max_len, truncate: bool,
         if any(n != labels.shape[0] for n in counts.values()):
             raise DataFormatError(path, split, f"mismatched sample counts: {counts}, 'tgt' {labels.shape[0]}")
         splits[split] = Split(features=features, masks=masks, labels=labels)
-    return _dataset(layout, splits, str(path), True, counters, mask_padding)
+    return _dataset(layout, splits, str(path), True, counters, mask_padding, limit)
 
 
-def _dataset(layout, splits, source: str, aligned: bool, counters: _Counters, mask_padding: bool) -> MultimodalDataset:
+def _dataset(
+    layout, splits, source: str, aligned: bool, counters: _Counters, mask_padding: bool, limit=None
+) -> MultimodalDataset:
+    sizes = {} if limit is None else {"size": f"tiny: the first {limit} samples of each split"}
     return MultimodalDataset(
         name=layout.dataset_name,
         modalities=tuple(layout.keys.values()),
@@ -212,6 +298,7 @@ def _dataset(layout, splits, source: str, aligned: bool, counters: _Counters, ma
             "neg_inf_set_to_zero": counters.neg_inf_set_to_zero,
             "truncated_samples": counters.truncated_samples,
             "masks": MASK_RULES[mask_padding],
+            **sizes,
         },
     )
 

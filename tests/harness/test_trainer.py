@@ -214,3 +214,88 @@ def test_a_checkpoint_of_another_configuration_is_set_aside_not_resumed(tmp_path
     assert (
         resumed.history == whole.history and resumed.history[0]["train_loss"] == whole.history[0]["train_loss"]
     )  # the same as a fresh run
+
+
+# -- damaged checkpoints -------------------------------------------------------------------------
+
+
+def _stop_at(last_saved: int):
+    """An on_epoch that interrupts the run in the epoch after ``last_saved`` (before its checkpoint)."""
+
+    def on_epoch(epoch, row):
+        if epoch == last_saved + 1:
+            raise _Interrupted
+
+    return on_epoch
+
+
+def _fit_linear(data, cfg, **kw):
+    trainer.seed_everything(0)
+    return trainer.fit(Linear(), data, cfg, **kw)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _random_bytes(path):
+    path.write_bytes(np.random.default_rng(1).bytes(path.stat().st_size))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _random_bytes], ids=["truncated", "random_bytes"])
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous_one(tmp_path, data, capsys, damage):
+    cfg = TrainConfig.from_preset("small", epochs=4, progress=False)
+    whole = _fit_linear(data, cfg)
+    checkpoint = tmp_path / "unit.pt"
+    with pytest.raises(_Interrupted):
+        _fit_linear(data, cfg, on_epoch=_stop_at(2), checkpoint=checkpoint)
+    assert checkpoint.is_file() and (tmp_path / "unit.pt.prev").is_file()  # epoch 2, and epoch 1 behind it
+    damage(checkpoint)
+    seen = []
+    resumed = _fit_linear(data, cfg, on_epoch=lambda e, row: seen.append(e), checkpoint=checkpoint)
+    out = capsys.readouterr().out
+    assert resumed.resumed_from_epoch == 1 and seen == [1, 2, 3, 4]  # epoch 1 restored, 2-4 trained again
+    assert resumed.history == whole.history and resumed.test_metrics == whole.test_metrics
+    assert (tmp_path / "unit.pt.corrupt").is_file()  # set aside, not deleted
+    line = next(line for line in out.splitlines() if "cannot be read" in line)
+    assert "unit.pt.corrupt" in line and "trying the previous checkpoint unit.pt.prev" in line
+    assert "resuming from the previous checkpoint unit.pt.prev (epoch 1)" in out
+
+
+@pytest.mark.parametrize("damage", [_truncate, _random_bytes], ids=["truncated", "random_bytes"])
+def test_a_damaged_checkpoint_with_none_behind_it_means_a_fresh_start(tmp_path, data, capsys, damage):
+    cfg = TrainConfig.from_preset("small", epochs=2, progress=False)
+    whole = _fit_linear(data, cfg)
+    checkpoint = tmp_path / "unit.pt"
+    with pytest.raises(_Interrupted):
+        _fit_linear(data, cfg, on_epoch=_stop_at(1), checkpoint=checkpoint)
+    assert not (tmp_path / "unit.pt.prev").exists()  # only one epoch was saved
+    damage(checkpoint)
+    resumed = _fit_linear(data, cfg, checkpoint=checkpoint)
+    assert resumed.resumed_from_epoch == 0 and resumed.history == whole.history
+    assert "this run starts at epoch 1" in capsys.readouterr().out and (tmp_path / "unit.pt.corrupt").is_file()
+    assert checkpoint.is_file()  # the fresh run writes its own again
+
+
+def test_both_checkpoints_damaged_or_not_a_checkpoint_start_afresh(tmp_path, data, capsys):
+    cfg = TrainConfig.from_preset("small", epochs=2, progress=False)
+    checkpoint = tmp_path / "unit.pt"
+    torch.save({"something": "else"}, checkpoint)  # readable, but no checkpoint of this harness
+    (tmp_path / "unit.pt.prev").write_bytes(b"")
+    resumed = _fit_linear(data, cfg, checkpoint=checkpoint)
+    out = capsys.readouterr().out
+    assert resumed.resumed_from_epoch == 0 and len(resumed.history) == 2
+    assert "it lacks identity" in out and "unit.pt.prev cannot be read" in out
+    assert (tmp_path / "unit.pt.corrupt").is_file() and (tmp_path / "unit.pt.prev.corrupt").is_file()
+    trainer.remove_checkpoint(checkpoint)
+    assert not checkpoint.exists() and not (tmp_path / "unit.pt.prev").exists()
+
+
+def test_saving_keeps_the_previous_checkpoint_readable(tmp_path, data):
+    cfg = TrainConfig.from_preset("small", epochs=3, progress=False)
+    checkpoint = tmp_path / "unit.pt"
+    _fit_linear(data, cfg, checkpoint=checkpoint)
+    current = torch.load(checkpoint, weights_only=True)
+    previous = torch.load(tmp_path / "unit.pt.prev", weights_only=True)
+    assert (current["epoch"], previous["epoch"]) == (3, 2)
+    assert not list(tmp_path.glob("*.partial"))

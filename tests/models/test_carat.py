@@ -1,16 +1,22 @@
 """CARAT: shapes, masks, state updates, vectorised pieces, determinism, config and registry."""
 
 import re
+from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 
 import models
+from harness import trainer
+from harness.config import TrainConfig
+from harness.data import load
 from harness.data.dataset import DataSpec
 from models.base import LossOutput
 from models.carat import (
     CARAT,
     CARATConfig,
+    auto_queue_size,
     contrastive_classes,
     ema_prototypes,
     shuffle_indices,
@@ -102,8 +108,9 @@ def test_training_step_moves_prototypes_and_queue_only_in_training_mode():
 def test_a_queue_shorter_than_one_push_is_refused_before_training():
     mosei = DataSpec({"text": (4, 5), "visual": (4, 3), "audio": (4, 2)}, tuple("abcdef"))
     small = models.create("carat", mosei, preset="small")
-    assert small.config.queue_size == 4096 and small.push_size(64) == 3456
+    assert small.config.queue_size is None and small.push_size(64) == 3456
     small.check_training(64)  # the shipped studies: batch 64, 3 modalities, 6 labels
+    assert small.config.queue_size == 4096 == small.queue.size  # the preset's minimum: as before
     emotions = DataSpec({"timbre": (1, 64), "rhythm": (1, 8)}, tuple("abcdef"))
     assert models.create("carat", emotions, preset="small").push_size(32) == 1152  # the emotions study, batch 32
     short = models.create("carat", mosei, preset="small", queue_size=1024)
@@ -231,6 +238,7 @@ def test_contrastive_classes_follow_the_reference_numbering():
 
 def test_paper_preset_sizes_and_depths():
     model = models.create("carat", SPEC3, preset="paper")
+    model.check_training(64)  # sizes the queue: one push of MOSEI (3456) fits the reference's 8192
     config = model.config
     assert (config.hidden_size, config.latent_size, config.heads, config.queue_size) == (256, 64, 8, 8192)
     assert config.dropout == 0.3 and config.gamma_o == 0.01 and config.gamma_sf == 0.1 and config.gamma_rb == 0.0
@@ -303,3 +311,24 @@ def test_every_variant_is_registered_with_a_description():
         models.create("no_shuffle", SPEC2, sample_shuffle=True)
     with pytest.raises(ValueError, match="preset"):
         models.create("carat", SPEC2, preset="huge")
+
+
+def test_an_unset_queue_is_sized_from_the_data_and_logged_in_the_config():
+    """14 labels, 2 views, batch 64: one push is 64 x 3 x 2 x 14 = 5376 > the small preset's 4096."""
+    data = load("synthetic_tabular", n_train=96, n_valid=32, n_test=16, n_labels=14, view_dims=(12, 6))
+    model = models.create("carat", data.spec, preset="small")
+    assert model.push_size(64) == 5376
+    cfg = TrainConfig.from_preset("small", epochs=1, batch_size=64, seed=0, progress=False)
+    result = trainer.fit(model, data, cfg)  # the trainer's check_training sizes the queue first
+    assert model.config.queue_size == 8192 == model.queue.size  # the next power of two over one push
+    assert asdict(model.config)["queue_size"] == 8192  # what the runner logs as the model's param
+    assert np.isfinite(result.history[0]["train_loss"])
+    batches = [64] if cfg.drop_last else [64, 32]
+    assert int(model.queue.pointer) == sum(model.push_size(b) for b in batches) % 8192  # every step pushed
+    # A size the user fixes is used as given, and refused when it cannot hold one push.
+    fixed = models.create("carat", data.spec, preset="small", queue_size=4096)
+    with pytest.raises(ValueError, match=re.escape("queue_size 4096 is shorter than one push of 5376 vectors")):
+        fixed.check_training(64)
+    models.create("carat", data.spec, preset="small", queue_size=6000).check_training(64)  # not rounded
+    assert auto_queue_size(5376, 4096) == 8192 and auto_queue_size(3456, 4096) == 4096
+    assert auto_queue_size(8193, 1) == 16384 and auto_queue_size(0, 4096) == 4096

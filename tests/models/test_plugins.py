@@ -1,6 +1,7 @@
 """Plugins: other people's models registered from files or modules, one clear error per broken plugin,
 and the model contract checked before any training."""
 
+import dataclasses
 import random
 import subprocess
 import sys
@@ -302,7 +303,7 @@ OTHER_BROKEN = {
     "not a model": ("return torch.nn.Linear(2, 2)", "returned a Linear, not a models.base.NeuralModel or ClassicModel"),
     "config not a dataclass": (
         "m = Tiny(spec, Config(**overrides)); m.config = {'a': 1}; return m",
-        "`config` must be a dataclass instance .* got dict",
+        "`config` must be a dataclass instance .* got a dict",
     ),
     "builder raises": ("raise TypeError('needs more')", r"building it as fn\(spec, preset='small'\) raised TypeError"),
     "no parameters": (
@@ -473,3 +474,24 @@ def test_invoke_variants_lists_plugins_and_reports_a_broken_one(repo_root, tmp_p
         f"error: plugin {bad} cannot be imported: ModuleNotFoundError at line 1: "
         "No module named 'no_such_module_for_plugins'"
     )
+
+
+def test_a_plain_dict_config_is_refused_with_the_dataclass_to_write(tmp_path):
+    body = "m = Tiny(spec, Config(**overrides)); m.config = {'scale': 2.0, 'depth': 3}; return m"
+    write(
+        tmp_path,
+        "dict_cfg.py",
+        GOOD.replace("{name}", "dict_cfg").replace("return Tiny(spec, Config(**overrides))", body),
+    )
+    load_plugins(["dict_cfg.py"], tmp_path)
+    with pytest.raises(PluginError) as refused:
+        check_contract("dict_cfg")
+    message = str(refused.value)
+    assert "got a dict {'scale': 2.0, 'depth': 3}" in message
+    assert "@dataclass(frozen=True)\n    class DictCfgConfig:\n" in message
+    assert "scale: float = 2.0\n" in message and "depth: int = 3" in message
+    # What the message says to write is real Python that gives the same fields as the dict.
+    snippet = message.split("write instead")[1].split("and set")[0]
+    namespace = {}
+    exec(textwrap.dedent(snippet), namespace)
+    assert dataclasses.asdict(namespace["DictCfgConfig"]()) == {"scale": 2.0, "depth": 3}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.data import DataFormatError, load
-from harness.data.mosei import M3ED_LABELS, MOSEI_LABELS
+from harness.data.mosei import M3ED_LABELS, MOSEI_LABELS, MissingDataFile
 from harness.data.safe_load import load_pickle_file, load_torch_file
 
 SIZES = {"train": 5, "valid": 3, "test": 4}
@@ -268,8 +268,55 @@ def test_long_sequences_need_truncate_or_max_len(tmp_path):
 def test_missing_file_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_valid_test.pt"):
         load("mosei_aligned", tmp_path)
-    with pytest.raises(FileNotFoundError, match="needs a data path"):
+
+
+def test_without_a_data_path_the_files_are_looked_for_in_carat_data_then_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("CARAT_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingDataFile) as missing:
         load("m3ed")
+    message = str(missing.value)
+    assert "\n" not in message and message.startswith(
+        f"m3ed: no file m3ed_data.pt at {tmp_path / 'data' / 'm3ed_data.pt'}"
+    )
+    assert "data/ under the current folder (CARAT_DATA unset)" in message
+    (tmp_path / "data").mkdir()
+    torch.save(aligned_layout(M3ED_DIMS, n_labels=7), tmp_path / "data" / "m3ed_data.pt")
+    assert load("m3ed").splits["train"].n == SIZES["train"]  # found under data/
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("CARAT_DATA", str(elsewhere))
+    with pytest.raises(MissingDataFile, match=f"looked in CARAT_DATA={elsewhere}"):
+        load("m3ed")
+    unaligned_files(elsewhere)
+    (elsewhere / "train_valid_test.pt").unlink()  # the labels of the unaligned features are missing
+    with pytest.raises(MissingDataFile) as missing:
+        load("mosei_unaligned")
+    assert missing.value.file_name == "train_valid_test.pt" and missing.value.loader == "mosei_unaligned (its labels)"
+
+
+def test_size_tiny_keeps_the_first_samples_of_the_same_files(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.data.mosei.TINY_SAMPLES", {"train": 3, "valid": 2, "test": 2})
+    data = aligned_layout()
+    torch.save(data, tmp_path / "train_valid_test.pt")
+    tiny = load("mosei_aligned", tmp_path, size="tiny")
+    full = load("mosei_aligned", tmp_path)
+    assert {s: tiny.splits[s].n for s in SIZES} == {"train": 3, "valid": 2, "test": 2}
+    for split in SIZES:
+        n = tiny.splits[split].n
+        np.testing.assert_array_equal(tiny.splits[split].labels, full.splits[split].labels[:n])
+        np.testing.assert_array_equal(tiny.splits[split].features["text"], full.splits[split].features["text"][:n])
+    assert "tiny" in tiny.notes["size"] and "size" not in full.notes
+    features, _ = unaligned_files(tmp_path)  # rewrites the aligned file with the unaligned labels
+    unaligned = load("mosei_unaligned", tmp_path, size="tiny")
+    assert unaligned.splits["test"].n == 2
+    np.testing.assert_array_equal(unaligned.splits["train"].features["visual"], features["train"]["vision"][:3])
+    data["valid"]["src-audio"] = data["valid"]["src-audio"][:-1]  # one sample short: refused even when tiny
+    torch.save(data, tmp_path / "train_valid_test.pt")
+    with pytest.raises(DataFormatError, match="mismatched sample counts"):
+        load("mosei_aligned", tmp_path, size="tiny")
+    with pytest.raises(ValueError, match="size must be one of"):
+        load("m3ed", tmp_path, size="small")
 
 
 class _Hostile:
