@@ -113,10 +113,15 @@ def dropped(x: torch.Tensor, keep: torch.Tensor | None, p: float, inplace: bool 
 def keep_mask(shape, p: float, device=None) -> torch.Tensor:
     """Dropout's keep mask, Bernoulli(1 - p), from 16-bit uniform integers of torch's global RNG.
 
-    On CPU this is about 3x faster than ``bernoulli_``; p is quantised to 1/65536.
+    The 16-bit integers are the four quarters of full-range 64-bit integers: torch fills a
+    full-range int64 tensor with one 64-bit draw per element (no range reduction), which on CPU
+    is about 5x cheaper than ``randint`` of int16 (one draw and a modulo per element) and about
+    15x cheaper than ``bernoulli_``. p is quantised to 1/65536.
     """
     threshold = round(p * 65536) - 32768
-    return torch.randint(-32768, 32768, shape, dtype=torch.int16, device=device) >= threshold
+    numel = math.prod(shape)
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    return words.view(torch.int16)[:numel].view(shape) >= threshold
 
 
 class Dropout(nn.Module):
