@@ -411,12 +411,23 @@ BENCH_HELP = {
     "json": "print one JSON object per case instead of a table (the files are written either way)",
     "studies": "also time the default no_shuffle study with 1 and 2 workers (default on; --no-studies skips)",
     "out": "folder for bench.md and bench.json (default runs/bench; not written with --only)",
+    "device": "cpu (default), cuda or cuda:N: where the cases run (GPU memory is torch's peak allocation)",
 }
 
 
 @harness_task(help=BENCH_HELP)
 def bench(
-    c, only=None, preset="paper", batch=64, steps=5, threads=2, precision="fp32", json=False, studies=True, out=None
+    c,
+    only=None,
+    preset="paper",
+    batch=64,
+    steps=5,
+    threads=2,
+    precision="fp32",
+    json=False,
+    studies=True,
+    out=None,
+    device="cpu",
 ):
     """Benchmark training-step time, peak memory, FLOPs and fraction of matmul peak (and whole-study wall time)."""
     import json as json_lib
@@ -432,23 +443,29 @@ def bench(
     from harness.storage import RUNS_DIR
 
     try:
-        if resolve_precision(precision, "cpu") == torch.bfloat16 and not native_bf16("cpu"):
+        if device == "cpu" and resolve_precision(precision, "cpu") == torch.bfloat16 and not native_bf16("cpu"):
             print(
                 "note: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, far slower than "
                 "fp32; --precision auto picks fp32 here",
                 file=sys.stderr,
             )
         if only:
-            results = [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False, precision=precision)]
+            results = [
+                benchmarks.run_case(
+                    only, preset, batch, steps, threads, isolate=False, precision=precision, device=device
+                )
+            ]
         else:
             print(f"bench matmul peaks ({threads} threads) ...", file=sys.stderr, flush=True)
-            peaks = benchmarks.matmul_peaks(threads, isolate=True)
+            peaks = benchmarks.matmul_peaks(threads, isolate=True, device=device)
             plan = [("carat-step", "small")] + [(name, preset) for name in benchmarks.case_names()]
             results = []
             for name, case_preset in plan:
                 print(f"bench {name} ({case_preset}) ...", file=sys.stderr, flush=True)
                 results.append(
-                    benchmarks.run_case(name, case_preset, batch, steps, threads, precision=precision, peaks=peaks)
+                    benchmarks.run_case(
+                        name, case_preset, batch, steps, threads, precision=precision, peaks=peaks, device=device
+                    )
                 )
             if studies:
                 for workers in (1, 2):
@@ -469,6 +486,7 @@ def bench(
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}"
     command = (
         f"invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads} --precision {precision}"
+        f" --device {device}"
     )
     peak_line = ", ".join(f"{name} {value} GFLOP/s" for name, value in peaks.items())
     header = f"Measured {date.today()} on {machine} with `{command}`; matmul peak at {threads} threads: {peak_line}\n\n"
