@@ -167,6 +167,12 @@ class SequenceEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, D), mask (B, T) bool -> hidden states (B, T, d)."""
         h = self.dropout(self.norm(self.project(x) + self.positions.weight[: x.shape[1]]))
+        if bf16_autocast(h.device) and h.device.type == "cpu":
+            # The residual stream in bf16 under CPU autocast: else every layer's adds and LayerNorms
+            # (not autocast ops on CPU) return float32 and every Linear casts it back to bf16 -- on a
+            # CPU the largest share of a bf16 step's time was these casts. LayerNorm statistics are
+            # still accumulated in float32 by the kernel; parameters and gradients stay float32.
+            h = h.to(torch.bfloat16)
         attn_bias = (~mask).to(h.dtype).mul(MASK_VALUE)[:, None, None, :]
         checkpoint = self.checkpoint is True or (self.checkpoint == "fp32" and not bf16_autocast(h.device))
         for layer in self.layers:
