@@ -210,12 +210,23 @@ BENCH_HELP = {
     "json": "print one JSON object per case instead of a table (the files are written either way)",
     "studies": "also time the default no_shuffle study with 1 and 2 workers (default on; --no-studies skips)",
     "out": "folder for bench.md and bench.json (default runs/bench; not written with --only)",
+    "device": "cpu (default), cuda or cuda:N: where the cases run (GPU memory is torch's peak allocation)",
 }
 
 
 @harness_task(help=BENCH_HELP)
 def bench(
-    c, only=None, preset="paper", batch=64, steps=5, threads=2, precision="fp32", json=False, studies=True, out=None
+    c,
+    only=None,
+    preset="paper",
+    batch=64,
+    steps=5,
+    threads=2,
+    precision="fp32",
+    json=False,
+    studies=True,
+    out=None,
+    device="cpu",
 ):
     """Benchmark training-step time, peak memory, FLOPs and fraction of matmul peak (and whole-study wall time)."""
     import json as json_lib
@@ -227,7 +238,7 @@ def bench(
     from harness.storage import RUNS_DIR
 
     try:
-        results, peaks = run_benchmarks(only, preset, batch, steps, threads, precision, studies)
+        results, peaks = run_benchmarks(only, preset, batch, steps, threads, precision, studies, device)
     except (ValueError, RuntimeError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
     table = pd.DataFrame(results).drop(columns=["torch"], errors="ignore")
@@ -241,6 +252,7 @@ def bench(
     folder = Path(out) if out else RUNS_DIR / "bench"
     command = (
         f"invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads} --precision {precision}"
+        f" --device {device}"
     )
     write_bench_files(folder, results, table, peaks, command, threads)
     print(f"wrote {folder / 'bench.md'} and {folder / 'bench.json'}", file=sys.stderr if json else sys.stdout)

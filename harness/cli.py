@@ -171,7 +171,7 @@ def write_bench_files(folder, results: list[dict], table, peaks: dict, command: 
     (folder / "bench.md").write_text(header + markdown_table(table))
 
 
-def run_benchmarks(only, preset, batch, steps, threads, precision, studies) -> tuple[list[dict], dict]:
+def run_benchmarks(only, preset, batch, steps, threads, precision, studies, device="cpu") -> tuple[list[dict], dict]:
     """``invoke bench``'s cases: just ``only`` here in this process, or every case in a fresh process
     (the small CARAT step first), then whole-study wall times; returns (results, matmul peaks)."""
     import torch
@@ -180,20 +180,27 @@ def run_benchmarks(only, preset, batch, steps, threads, precision, studies) -> t
     from harness.precision import native_bf16, resolve_precision
     from models.presets import DEFAULT_PRESET
 
-    if resolve_precision(precision, "cpu") == torch.bfloat16 and not native_bf16("cpu"):
+    if device == "cpu" and resolve_precision(precision, "cpu") == torch.bfloat16 and not native_bf16("cpu"):
         print(
             "note: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, far slower than "
             "fp32; --precision auto picks fp32 here",
             file=sys.stderr,
         )
     if only:
-        return [benchmarks.run_case(only, preset, batch, steps, threads, isolate=False, precision=precision)], {}
+        case = benchmarks.run_case(
+            only, preset, batch, steps, threads, isolate=False, precision=precision, device=device
+        )
+        return [case], {}
     print(f"bench matmul peaks ({threads} threads) ...", file=sys.stderr, flush=True)
-    peaks = benchmarks.matmul_peaks(threads, isolate=True)
+    peaks = benchmarks.matmul_peaks(threads, isolate=True, device=device)
     results = []
     for name, case_preset in [("carat-step", DEFAULT_PRESET)] + [(name, preset) for name in benchmarks.case_names()]:
         print(f"bench {name} ({case_preset}) ...", file=sys.stderr, flush=True)
-        results.append(benchmarks.run_case(name, case_preset, batch, steps, threads, precision=precision, peaks=peaks))
+        results.append(
+            benchmarks.run_case(
+                name, case_preset, batch, steps, threads, precision=precision, peaks=peaks, device=device
+            )
+        )
     for workers in (1, 2) if studies else ():
         print(f"bench study no_shuffle, {workers} worker(s) ...", file=sys.stderr, flush=True)
         results.append(benchmarks.time_study("no_shuffle", workers))

@@ -36,6 +36,17 @@ def test_keep_mask_rate_and_dropout_semantics():
     torch.manual_seed(0)
     keep = keep_mask((200_000,), 0.3)
     assert keep.dtype == torch.bool and abs(keep.float().mean().item() - 0.7) < 0.005
+    # The mask is cut from 64-bit words, four entries per word: each of the four positions keeps at
+    # rate 1 - p, and neighbours are independent (both kept at (1 - p)^2).
+    quarters = keep.view(-1, 4).float()
+    assert (quarters.mean(0) - 0.7).abs().max().item() < 0.01
+    assert abs((quarters[:, 0] * quarters[:, 1]).mean().item() - 0.49) < 0.01
+    assert abs((quarters[:-1, 3] * quarters[1:, 0]).mean().item() - 0.49) < 0.01
+    assert keep_mask((3, 5, 7), 0.3).shape == (3, 5, 7)  # a size that is no multiple of four
+    torch.manual_seed(1)
+    first = keep_mask((1000,), 0.3)
+    torch.manual_seed(1)
+    assert torch.equal(first, keep_mask((1000,), 0.3))  # the same seed, the same mask
     dropout = Dropout(0.3)
     x = torch.ones(100_000)
     out = dropout(x)
