@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 from study_runs import mlflow_runs
 
 from harness import results, runner, studies, tracking, workqueue
+from harness.runner import LIVE, _beyond_budget, _is_duplicate  # the one line to change if these move
 from harness.storage import open_optuna_storage
 from harness.workqueue import WorkQueue
 
@@ -184,3 +185,86 @@ def test_tuning_trials_queued_beyond_the_budget_are_not_run(tmp_path):
     runner.run(study, options)
     reasons = sorted(str(t.user_attrs.get("fail_reason")) for t in tune.trials())
     assert reasons == ["None", "None", "beyond the tuning budget of 2", "beyond the tuning budget of 2"]
+
+
+# -- the duplicate and budget checks on a queue with live copies -------------------------------
+#
+# A worker that claims a unit asks ``_is_duplicate`` (repeat units) or ``_beyond_budget`` (tuning
+# trials) before training it. The cases where another copy is still live (RUNNING on another
+# worker, or WAITING) are the ones two machines enqueueing at the same moment produce, and they
+# cannot be reached by queueing a unit twice and running it: the first copy is FINISHED by then.
+
+
+def _planned(tmp_path, seeds=(1,)):
+    study, options = _study(seeds=seeds), _options(tmp_path)
+    plan = runner.make_plan(study, options)
+    return plan, tracking.client_for(options.tracking_uri), _repeat_queue(options, study)
+
+
+def test_a_younger_copy_of_a_unit_running_elsewhere_is_failed_as_its_duplicate(tmp_path):
+    plan, client, queue = _planned(tmp_path)
+    unit = asdict(plan.repeat_units()[0])
+    queue.enqueue(unit)
+    queue.enqueue(unit)
+    elsewhere = queue.claim()  # trial 0: RUNNING on another worker, not finished
+    mine = queue.claim()  # trial 1: the same unit
+    assert (elsewhere.number, mine.number) == (0, 1) and elsewhere.state() == TrialState.RUNNING
+    assert _is_duplicate(mine, queue, client, plan)
+    assert mine.state() == TrialState.FAIL
+    assert queue.trials()[1].user_attrs["fail_reason"] == "duplicate of trial 0"
+    assert elsewhere.state() == TrialState.RUNNING  # the older copy is left to run
+
+
+def test_a_younger_copy_of_a_waiting_unit_is_a_duplicate_too(tmp_path):
+    plan, client, queue = _planned(tmp_path)
+    unit = asdict(plan.repeat_units()[0])
+    queue.enqueue({**unit, "copy": 0})  # an extra attribute, only to claim the younger copy first
+    queue.enqueue({**unit, "copy": 1})
+    younger = queue.claim(wanted=lambda attrs: attrs["copy"] == 1)
+    assert younger.number == 1 and queue.trials()[0].state == TrialState.WAITING in LIVE
+    assert _is_duplicate(younger, queue, client, plan)
+    assert queue.trials()[1].user_attrs["fail_reason"] == "duplicate of trial 0"
+    older = queue.claim()
+    assert older.number == 0 and not _is_duplicate(older, queue, client, plan)  # the younger one failed
+
+
+def test_the_oldest_live_copy_runs_and_other_units_are_no_duplicates(tmp_path):
+    plan, client, queue = _planned(tmp_path, seeds=(1, 2))
+    one, two = (asdict(u) for u in plan.repeat_units())
+    assert one["seed"] != two["seed"]
+    queue.enqueue(two)  # trial 0: another unit, live
+    queue.enqueue(one)  # trial 1
+    queue.enqueue(one)  # trial 2: a younger copy, WAITING
+    other = queue.claim()
+    oldest = queue.claim()
+    assert (other.number, oldest.number) == (0, 1)
+    assert not _is_duplicate(oldest, queue, client, plan)  # a younger live copy does not stop the oldest
+    assert oldest.state() == TrialState.RUNNING
+    assert not _is_duplicate(other, queue, client, plan)
+
+
+def _tuning_queue(tmp_path, copies):
+    queue = WorkQueue(open_optuna_storage(str(tmp_path / "optuna.journal")), "tune")
+    for _ in range(copies):
+        queue.enqueue({"variant": "carat"})
+    return queue
+
+
+def test_a_tuning_trial_beyond_the_budget_of_live_trials_is_failed(tmp_path):
+    queue = _tuning_queue(tmp_path, 3)
+    first, second, third = queue.claim(), queue.claim(), queue.claim()  # all RUNNING, none finished
+    assert not _beyond_budget(first, 2) and not _beyond_budget(second, 2)
+    assert _beyond_budget(third, 2)
+    assert [t.state for t in queue.trials()] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.FAIL]
+    assert queue.trials()[2].user_attrs["fail_reason"] == "beyond the tuning budget of 2"
+
+
+def test_completed_and_pruned_trials_count_against_the_budget_failed_ones_do_not(tmp_path):
+    queue = _tuning_queue(tmp_path, 5)
+    claims = [queue.claim() for _ in range(5)]
+    claims[0].complete(0.5)
+    claims[1].prune()
+    claims[2].fail("broken")
+    assert _beyond_budget(claims[3], 2)  # a COMPLETE and a PRUNED trial ahead: the budget of 2 is spent
+    assert not _beyond_budget(claims[4], 3)  # ahead: COMPLETE, PRUNED (FAIL and the failed 3 do not count)
+    assert not _beyond_budget(claims[4], 5) and claims[4].state() == TrialState.RUNNING
