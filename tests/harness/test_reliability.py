@@ -11,7 +11,10 @@ import time
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-from study_runs import (
+
+from harness.storage import open_optuna_storage
+from harness.tracking import FINAL_METRICS
+from tests.helpers.study_runs import (
     REPO,
     ablate_command,
     assert_each_unit_done_once,
@@ -23,9 +26,6 @@ from study_runs import (
     wait_for_http,
     write_study,
 )
-
-from harness.storage import open_optuna_storage
-from harness.tracking import FINAL_METRICS
 
 
 def _stores(tmp_path):

@@ -7,12 +7,12 @@ from dataclasses import asdict
 
 import pytest
 from optuna.trial import TrialState
-from study_runs import mlflow_runs
 
 from harness import results, runner, studies, tracking, workqueue
 from harness.runner import LIVE, _beyond_budget, _is_duplicate  # the one line to change if these move
 from harness.storage import open_optuna_storage
 from harness.workqueue import WorkQueue
+from tests.helpers.study_runs import mlflow_runs
 
 TINY = {"dataset": "synthetic", "dataset_options": {"size": "tiny", "seq_len": 8}}
 
