@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # every test runs `invoke` in a subprocess or starts a server
+
 REPO = Path(__file__).resolve().parents[1]
 
 

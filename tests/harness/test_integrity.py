@@ -17,6 +17,8 @@ import reports
 from harness.data import load, save_npz
 from tests.helpers.study_runs import ablate_command, kill_group, mlflow_runs, run, start, write_study
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # study runs in subprocesses
+
 
 def _stores(folder: Path) -> tuple[str, str]:
     return str(folder / "optuna.journal"), f"sqlite:///{folder / 'mlflow.db'}"

@@ -23,6 +23,8 @@ from tests.helpers.study_runs import (
     write_study,
 )
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a PostgreSQL server and worker processes
+
 VARIANTS, SEEDS = ("carat", "no_shuffle"), (1, 2)
 
 

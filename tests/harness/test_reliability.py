@@ -27,6 +27,8 @@ from tests.helpers.study_runs import (
     write_study,
 )
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # workers and servers in subprocesses
+
 
 def _stores(tmp_path):
     return str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -41,6 +41,7 @@ def _finished(options, study):
     return results.finished(results.runs(tracking.client_for(options.tracking_uri), study.experiment))
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_a_unit_queued_twice_runs_once(tmp_path):
     # Two machines enqueueing at the same moment both see the unit missing and both queue it.
     study, options = _study(), _options(tmp_path)
@@ -57,6 +58,7 @@ def test_a_unit_queued_twice_runs_once(tmp_path):
     assert len(_finished(options, study)) == 1
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_failed_units_are_retried_and_finished_ones_are_not(tmp_path):
     # A learning rate of 1e30 blows late_fusion up after its first update: that unit fails alone.
     study = _study(
@@ -82,6 +84,7 @@ def _history(client, run) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step)]
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_same_seeds_in_fresh_stores_give_identical_runs_and_a_rerun_trains_nothing(tmp_path):
     study = _study(name="det", seeds=(1, 2), epochs=2)
     found = []
@@ -115,6 +118,7 @@ def test_same_seeds_in_fresh_stores_give_identical_runs_and_a_rerun_trains_nothi
     assert after == before
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_a_fresh_tracking_store_gets_every_run_again_from_the_same_optuna_storage(tmp_path):
     study = _study(name="fresh", seeds=(1, 2))
     first = runner.run(study, _options(tmp_path, "old.db"))
@@ -126,6 +130,7 @@ def test_a_fresh_tracking_store_gets_every_run_again_from_the_same_optuna_storag
     assert sorted(_finished(options, study)["seed"]) == [1, 2]  # and they are where the command says
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_the_summary_and_the_summary_runs_come_from_mlflow(tmp_path):
     study, options = _study(name="summ", variants=("carat", "br"), seeds=(1, 2)), _options(tmp_path)
     outcome = runner.run(study, options)
@@ -154,6 +159,7 @@ def test_the_summary_and_the_summary_runs_come_from_mlflow(tmp_path):
     assert len(summaries) == 2 and all(r.data.metrics["n_seeds"] == 3 for r in summaries)
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_a_worker_waits_for_a_unit_running_elsewhere_and_takes_it_over_when_it_goes_silent(tmp_path, monkeypatch):
     monkeypatch.setattr(workqueue, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(workqueue, "STALE_AFTER_SECONDS", 4)
@@ -173,6 +179,7 @@ def test_a_worker_waits_for_a_unit_running_elsewhere_and_takes_it_over_when_it_g
     assert states == [(1, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_tuning_trials_queued_beyond_the_budget_are_not_run(tmp_path):
     study = _study(name="budget", trials=2, search_space={"lr": {"low": 1e-4, "high": 1e-2, "log": True}})
     options = _options(tmp_path, tune_only=True)

@@ -508,6 +508,7 @@ def test_unknown_study_is_an_error_in_strict_mode_before_anything_is_written(two
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.integration  # `invoke report` in a subprocess
 def test_invoke_report_unknown_study_exits_2_naming_the_studies(two_datasets, tmp_path, repo_root):
     done = subprocess.run(
         [
