@@ -165,6 +165,7 @@ class _Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow  # three CARAT runs of 3 epochs
 def test_a_run_resumed_from_its_checkpoint_ends_bit_identical(tmp_path):
     """CARAT (dropout, shuffles, queue, prototypes: every kind of state) interrupted during epoch 2
     of 3 and resumed from its checkpoint ends exactly like an uninterrupted run."""
