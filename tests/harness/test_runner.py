@@ -235,6 +235,19 @@ def test_a_younger_copy_of_a_waiting_unit_is_a_duplicate_too(tmp_path):
     assert older.number == 0 and not _is_duplicate(older, queue, client, plan)  # the younger one failed
 
 
+def test_an_older_failed_copy_is_no_duplicate_the_retry_runs(tmp_path):
+    # Killed by no other test when the check read every trial instead of the live ones (mutmut).
+    plan, client, queue = _planned(tmp_path)
+    unit = asdict(plan.repeat_units()[0])
+    queue.enqueue(unit)
+    queue.enqueue(unit)
+    failed = queue.claim()
+    failed.fail("the loss blew up")  # trial 0: settled, not live
+    retry = queue.claim()
+    assert retry.number == 1 and not _is_duplicate(retry, queue, client, plan)
+    assert retry.state() == TrialState.RUNNING
+
+
 def test_the_oldest_live_copy_runs_and_other_units_are_no_duplicates(tmp_path):
     plan, client, queue = _planned(tmp_path, seeds=(1, 2))
     one, two = (asdict(u) for u in plan.repeat_units())
