@@ -248,6 +248,38 @@ def test_an_older_failed_copy_is_no_duplicate_the_retry_runs(tmp_path):
     assert retry.state() == TrialState.RUNNING
 
 
+def _record_run(client, experiment, unit, status, **tags):
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    keys = (*results.UNIT, "config_hash")
+    run = client.create_run(experiment_id, tags={**{k: str(unit[k]) for k in keys}, "phase": "repeat", **tags})
+    client.set_terminated(run.info.run_id, status)
+
+
+@pytest.mark.parametrize(
+    "status, phase, other_seed, duplicate",
+    [
+        ("FINISHED", "repeat", False, True),
+        ("FAILED", "repeat", False, False),
+        ("FINISHED", "tune", False, False),
+        ("FINISHED", "repeat", True, False),
+    ],
+    ids=["finished", "failed", "a-tuning-run", "another-seed"],
+)
+def test_a_unit_with_a_finished_repeat_run_is_a_duplicate(tmp_path, status, phase, other_seed, duplicate):
+    plan, client, queue = _planned(tmp_path)
+    unit = asdict(plan.repeat_units()[0])
+    recorded = {**unit, "seed": unit["seed"] + 1} if other_seed else unit
+    _record_run(client, plan.study.experiment, recorded, status, phase=phase)
+    queue.enqueue(unit)
+    claim = queue.claim()
+    assert _is_duplicate(claim, queue, client, plan) is duplicate
+    if duplicate:
+        assert queue.trials()[0].user_attrs["fail_reason"] == "duplicate: the unit already has a FINISHED run"
+    else:
+        assert claim.state() == TrialState.RUNNING
+
+
 def test_the_oldest_live_copy_runs_and_other_units_are_no_duplicates(tmp_path):
     plan, client, queue = _planned(tmp_path, seeds=(1, 2))
     one, two = (asdict(u) for u in plan.repeat_units())
