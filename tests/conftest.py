@@ -25,13 +25,13 @@ def emotions_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A real PostgreSQL server on 127.0.0.1 (see tests/postgres.py), stopped after the session.
+    """A real PostgreSQL server on 127.0.0.1 (see tests/helpers/postgres.py), stopped after the session.
 
     Skipped where the server binaries are missing, except under CI (env CI set), which installs
     them (.ci/run) and must exercise the multi-worker path."""
     import os
 
-    import postgres
+    from tests.helpers import postgres
 
     try:
         server = postgres.start()

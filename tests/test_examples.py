@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # `invoke ablate` and `report` in subprocesses: a whole study
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "my_study.yaml"

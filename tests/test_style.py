@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # runs ruff in a subprocess
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -24,8 +24,29 @@ def _invoke(*args, timeout=300):
     )
 
 
-def test_help_shows_types_and_chosen_short_flags():
-    text = _invoke("--help", "ablate").stdout
+def _in_process(capsys, *args) -> tuple[int, str, str]:
+    """``invoke ARGS`` parsed and run by invoke's own Program in this process: the same parser, the
+    same tasks and the same error handling as the command line, without starting Python again."""
+    import importlib.util
+
+    from invoke import Collection, Program
+
+    spec = importlib.util.spec_from_file_location("project_tasks", REPO / "tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    program = Program(namespace=Collection.from_module(module), binary="invoke")
+    capsys.readouterr()
+    try:
+        program.run(["invoke", *args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_shows_types_and_chosen_short_flags(capsys):
+    text = _in_process(capsys, "--help", "ablate")[1]
     for flag in (
         "-n INT, --seeds=INT",
         "-e INT, --epochs=INT",
@@ -48,11 +69,18 @@ def test_help_shows_types_and_chosen_short_flags():
         (["ablate", "--study", "nope"], "error: unknown study 'nope'; valid: ablation"),
     ],
 )
-def test_a_bad_option_is_one_line_and_exit_2(args, message):
-    done = _invoke(*args)
+def test_a_bad_option_is_one_line_and_exit_2(capsys, args, message):
+    code, _, err = _in_process(capsys, *args)
+    assert code == 2
+    assert err.strip().startswith(message) and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.integration  # a subprocess: the exit status and stderr as a shell sees them
+def test_a_bad_option_from_the_shell_is_one_line_and_exit_2():
+    done = _invoke("ablate", "--seeds", "three")
     assert done.returncode == 2
-    assert done.stderr.strip().startswith(message) and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.strip() == "error: --seeds must be a whole number, got 'three'"
 
 
 def _free_port() -> int:
@@ -73,6 +101,7 @@ def _wait(url: str, process, timeout=180) -> bytes:
     raise AssertionError(f"{url} did not answer")
 
 
+@pytest.mark.integration  # starts a server in a subprocess
 def test_ui_prints_links_to_shared_views_of_every_study(tmp_path):
     from harness import tracking
     from harness.storage import prepare_tracking
@@ -110,6 +139,7 @@ def test_ui_prints_links_to_shared_views_of_every_study(tmp_path):
     ]
 
 
+@pytest.mark.integration  # starts a server in a subprocess
 def test_dashboard_serves_the_optuna_storage(tmp_path):
     import optuna
 

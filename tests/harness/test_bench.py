@@ -117,6 +117,7 @@ def test_matmul_peaks_reports_both_precisions():
     assert set(peaks) == {"fp32", "bf16"} and all(value > 0 for value in peaks.values())
 
 
+@pytest.mark.integration  # a subprocess
 def test_isolated_run_works_in_a_fresh_process():
     result = run_case("variant-no_contrastive", preset="small", batch=2, steps=1, threads=1)
     assert result["model"] == "no_contrastive" and result["contrastive_mode"] is None
@@ -177,6 +178,7 @@ def test_task_over_all_cases_writes_its_files_in_both_output_forms(bench_task, t
         assert [json.loads(line)["case"] for line in out.splitlines()] == ["carat-step", "carat-step", "inference"]
 
 
+@pytest.mark.integration  # a subprocess
 @pytest.mark.parametrize("option", ["batch", "steps", "threads"])
 def test_task_refuses_a_non_numeric_count_with_one_message(repo_root, option):
     import subprocess

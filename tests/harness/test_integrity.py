@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from study_runs import ablate_command, kill_group, mlflow_runs, run, start, write_study
 
 import reports
 from harness.data import load, save_npz
+from tests.helpers.study_runs import ablate_command, kill_group, mlflow_runs, run, start, write_study
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # study runs in subprocesses
 
 
 def _stores(folder: Path) -> tuple[str, str]:

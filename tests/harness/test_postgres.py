@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from study_runs import (
+
+from harness.storage import with_shipped_driver
+from tests.helpers.study_runs import (
     REPO,
     ablate_command,
     assert_each_unit_done_once,
@@ -21,7 +23,7 @@ from study_runs import (
     write_study,
 )
 
-from harness.storage import with_shipped_driver
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a PostgreSQL server and worker processes
 
 VARIANTS, SEEDS = ("carat", "no_shuffle"), (1, 2)
 
@@ -29,7 +31,7 @@ VARIANTS, SEEDS = ("carat", "no_shuffle"), (1, 2)
 @pytest.fixture(scope="module")
 def mlflow_server(postgres_server, tmp_path_factory):
     """`mlflow server` on 127.0.0.1 backed by its own PostgreSQL database; yields its URL."""
-    from postgres import free_port
+    from tests.helpers.postgres import free_port
 
     folder = tmp_path_factory.mktemp("mlflow-server")
     # The server needs the driver named: SQLAlchemy 2.1 would pick psycopg 3 (not installed).

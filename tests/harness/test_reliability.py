@@ -11,7 +11,10 @@ import time
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-from study_runs import (
+
+from harness.storage import open_optuna_storage
+from harness.tracking import FINAL_METRICS
+from tests.helpers.study_runs import (
     REPO,
     ablate_command,
     assert_each_unit_done_once,
@@ -24,8 +27,7 @@ from study_runs import (
     write_study,
 )
 
-from harness.storage import open_optuna_storage
-from harness.tracking import FINAL_METRICS
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # workers and servers in subprocesses
 
 
 def _stores(tmp_path):

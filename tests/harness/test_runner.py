@@ -7,11 +7,12 @@ from dataclasses import asdict
 
 import pytest
 from optuna.trial import TrialState
-from study_runs import mlflow_runs
 
 from harness import results, runner, studies, tracking, workqueue
+from harness.runner import LIVE, _beyond_budget, _is_duplicate  # the one line to change if these move
 from harness.storage import open_optuna_storage
 from harness.workqueue import WorkQueue
+from tests.helpers.study_runs import mlflow_runs
 
 TINY = {"dataset": "synthetic", "dataset_options": {"size": "tiny", "seq_len": 8}}
 
@@ -40,6 +41,7 @@ def _finished(options, study):
     return results.finished(results.runs(tracking.client_for(options.tracking_uri), study.experiment))
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_a_unit_queued_twice_runs_once(tmp_path):
     # Two machines enqueueing at the same moment both see the unit missing and both queue it.
     study, options = _study(), _options(tmp_path)
@@ -56,6 +58,7 @@ def test_a_unit_queued_twice_runs_once(tmp_path):
     assert len(_finished(options, study)) == 1
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_failed_units_are_retried_and_finished_ones_are_not(tmp_path):
     # A learning rate of 1e30 blows late_fusion up after its first update: that unit fails alone.
     study = _study(
@@ -81,6 +84,7 @@ def _history(client, run) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step)]
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_same_seeds_in_fresh_stores_give_identical_runs_and_a_rerun_trains_nothing(tmp_path):
     study = _study(name="det", seeds=(1, 2), epochs=2)
     found = []
@@ -114,6 +118,7 @@ def test_same_seeds_in_fresh_stores_give_identical_runs_and_a_rerun_trains_nothi
     assert after == before
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_a_fresh_tracking_store_gets_every_run_again_from_the_same_optuna_storage(tmp_path):
     study = _study(name="fresh", seeds=(1, 2))
     first = runner.run(study, _options(tmp_path, "old.db"))
@@ -125,6 +130,7 @@ def test_a_fresh_tracking_store_gets_every_run_again_from_the_same_optuna_storag
     assert sorted(_finished(options, study)["seed"]) == [1, 2]  # and they are where the command says
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_the_summary_and_the_summary_runs_come_from_mlflow(tmp_path):
     study, options = _study(name="summ", variants=("carat", "br"), seeds=(1, 2)), _options(tmp_path)
     outcome = runner.run(study, options)
@@ -153,6 +159,7 @@ def test_the_summary_and_the_summary_runs_come_from_mlflow(tmp_path):
     assert len(summaries) == 2 and all(r.data.metrics["n_seeds"] == 3 for r in summaries)
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_a_worker_waits_for_a_unit_running_elsewhere_and_takes_it_over_when_it_goes_silent(tmp_path, monkeypatch):
     monkeypatch.setattr(workqueue, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(workqueue, "STALE_AFTER_SECONDS", 4)
@@ -172,6 +179,7 @@ def test_a_worker_waits_for_a_unit_running_elsewhere_and_takes_it_over_when_it_g
     assert states == [(1, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
 
 
+@pytest.mark.slow  # whole (tiny) studies through runner.run
 def test_tuning_trials_queued_beyond_the_budget_are_not_run(tmp_path):
     study = _study(name="budget", trials=2, search_space={"lr": {"low": 1e-4, "high": 1e-2, "log": True}})
     options = _options(tmp_path, tune_only=True)
@@ -184,3 +192,131 @@ def test_tuning_trials_queued_beyond_the_budget_are_not_run(tmp_path):
     runner.run(study, options)
     reasons = sorted(str(t.user_attrs.get("fail_reason")) for t in tune.trials())
     assert reasons == ["None", "None", "beyond the tuning budget of 2", "beyond the tuning budget of 2"]
+
+
+# -- the duplicate and budget checks on a queue with live copies -------------------------------
+#
+# A worker that claims a unit asks ``_is_duplicate`` (repeat units) or ``_beyond_budget`` (tuning
+# trials) before training it. The cases where another copy is still live (RUNNING on another
+# worker, or WAITING) are the ones two machines enqueueing at the same moment produce, and they
+# cannot be reached by queueing a unit twice and running it: the first copy is FINISHED by then.
+
+
+def _planned(tmp_path, seeds=(1,)):
+    study, options = _study(seeds=seeds), _options(tmp_path)
+    plan = runner.make_plan(study, options)
+    return plan, tracking.client_for(options.tracking_uri), _repeat_queue(options, study)
+
+
+def test_a_younger_copy_of_a_unit_running_elsewhere_is_failed_as_its_duplicate(tmp_path):
+    plan, client, queue = _planned(tmp_path)
+    unit = asdict(plan.repeat_units()[0])
+    queue.enqueue(unit)
+    queue.enqueue(unit)
+    elsewhere = queue.claim()  # trial 0: RUNNING on another worker, not finished
+    mine = queue.claim()  # trial 1: the same unit
+    assert (elsewhere.number, mine.number) == (0, 1) and elsewhere.state() == TrialState.RUNNING
+    assert _is_duplicate(mine, queue, client, plan)
+    assert mine.state() == TrialState.FAIL
+    assert queue.trials()[1].user_attrs["fail_reason"] == "duplicate of trial 0"
+    assert elsewhere.state() == TrialState.RUNNING  # the older copy is left to run
+
+
+def test_a_younger_copy_of_a_waiting_unit_is_a_duplicate_too(tmp_path):
+    plan, client, queue = _planned(tmp_path)
+    unit = asdict(plan.repeat_units()[0])
+    queue.enqueue({**unit, "copy": 0})  # an extra attribute, only to claim the younger copy first
+    queue.enqueue({**unit, "copy": 1})
+    younger = queue.claim(wanted=lambda attrs: attrs["copy"] == 1)
+    assert younger.number == 1 and queue.trials()[0].state == TrialState.WAITING in LIVE
+    assert _is_duplicate(younger, queue, client, plan)
+    assert queue.trials()[1].user_attrs["fail_reason"] == "duplicate of trial 0"
+    older = queue.claim()
+    assert older.number == 0 and not _is_duplicate(older, queue, client, plan)  # the younger one failed
+
+
+def test_an_older_failed_copy_is_no_duplicate_the_retry_runs(tmp_path):
+    # Killed by no other test when the check read every trial instead of the live ones (mutmut).
+    plan, client, queue = _planned(tmp_path)
+    unit = asdict(plan.repeat_units()[0])
+    queue.enqueue(unit)
+    queue.enqueue(unit)
+    failed = queue.claim()
+    failed.fail("the loss blew up")  # trial 0: settled, not live
+    retry = queue.claim()
+    assert retry.number == 1 and not _is_duplicate(retry, queue, client, plan)
+    assert retry.state() == TrialState.RUNNING
+
+
+def _record_run(client, experiment, unit, status, **tags):
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    keys = (*results.UNIT, "config_hash")
+    run = client.create_run(experiment_id, tags={**{k: str(unit[k]) for k in keys}, "phase": "repeat", **tags})
+    client.set_terminated(run.info.run_id, status)
+
+
+@pytest.mark.parametrize(
+    "status, phase, other_seed, duplicate",
+    [
+        ("FINISHED", "repeat", False, True),
+        ("FAILED", "repeat", False, False),
+        ("FINISHED", "tune", False, False),
+        ("FINISHED", "repeat", True, False),
+    ],
+    ids=["finished", "failed", "a-tuning-run", "another-seed"],
+)
+def test_a_unit_with_a_finished_repeat_run_is_a_duplicate(tmp_path, status, phase, other_seed, duplicate):
+    plan, client, queue = _planned(tmp_path)
+    unit = asdict(plan.repeat_units()[0])
+    recorded = {**unit, "seed": unit["seed"] + 1} if other_seed else unit
+    _record_run(client, plan.study.experiment, recorded, status, phase=phase)
+    queue.enqueue(unit)
+    claim = queue.claim()
+    assert _is_duplicate(claim, queue, client, plan) is duplicate
+    if duplicate:
+        assert queue.trials()[0].user_attrs["fail_reason"] == "duplicate: the unit already has a FINISHED run"
+    else:
+        assert claim.state() == TrialState.RUNNING
+
+
+def test_the_oldest_live_copy_runs_and_other_units_are_no_duplicates(tmp_path):
+    plan, client, queue = _planned(tmp_path, seeds=(1, 2))
+    one, two = (asdict(u) for u in plan.repeat_units())
+    assert one["seed"] != two["seed"]
+    queue.enqueue(two)  # trial 0: another unit, live
+    queue.enqueue(one)  # trial 1
+    queue.enqueue(one)  # trial 2: a younger copy, WAITING
+    other = queue.claim()
+    oldest = queue.claim()
+    assert (other.number, oldest.number) == (0, 1)
+    assert not _is_duplicate(oldest, queue, client, plan)  # a younger live copy does not stop the oldest
+    assert oldest.state() == TrialState.RUNNING
+    assert not _is_duplicate(other, queue, client, plan)
+
+
+def _tuning_queue(tmp_path, copies):
+    queue = WorkQueue(open_optuna_storage(str(tmp_path / "optuna.journal")), "tune")
+    for _ in range(copies):
+        queue.enqueue({"variant": "carat"})
+    return queue
+
+
+def test_a_tuning_trial_beyond_the_budget_of_live_trials_is_failed(tmp_path):
+    queue = _tuning_queue(tmp_path, 3)
+    first, second, third = queue.claim(), queue.claim(), queue.claim()  # all RUNNING, none finished
+    assert not _beyond_budget(first, 2) and not _beyond_budget(second, 2)
+    assert _beyond_budget(third, 2)
+    assert [t.state for t in queue.trials()] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.FAIL]
+    assert queue.trials()[2].user_attrs["fail_reason"] == "beyond the tuning budget of 2"
+
+
+def test_completed_and_pruned_trials_count_against_the_budget_failed_ones_do_not(tmp_path):
+    queue = _tuning_queue(tmp_path, 5)
+    claims = [queue.claim() for _ in range(5)]
+    claims[0].complete(0.5)
+    claims[1].prune()
+    claims[2].fail("broken")
+    assert _beyond_budget(claims[3], 2)  # a COMPLETE and a PRUNED trial ahead: the budget of 2 is spent
+    assert not _beyond_budget(claims[4], 3)  # ahead: COMPLETE, PRUNED (FAIL and the failed 3 do not count)
+    assert not _beyond_budget(claims[4], 5) and claims[4].state() == TrialState.RUNNING

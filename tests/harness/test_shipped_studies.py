@@ -5,6 +5,8 @@ from mlflow.tracking import MlflowClient
 
 from harness import runner, studies
 
+pytestmark = pytest.mark.slow  # every shipped study, run whole (quick)
+
 
 # The benchmark's smoke test runs, as a user runs it, in tests/reports/test_end_to_end.py; the paper
 # study's, on files written in the public layouts, in tests/harness/data/test_paper_study.py.

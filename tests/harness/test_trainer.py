@@ -165,6 +165,7 @@ class _Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow  # three CARAT runs of 3 epochs
 def test_a_run_resumed_from_its_checkpoint_ends_bit_identical(tmp_path):
     """CARAT (dropout, shuffles, queue, prototypes: every kind of state) interrupted during epoch 2
     of 3 and resumed from its checkpoint ends exactly like an uninterrupted run."""
@@ -299,3 +300,119 @@ def test_saving_keeps_the_previous_checkpoint_readable(tmp_path, data):
     previous = torch.load(tmp_path / "unit.pt.prev", weights_only=True)
     assert (current["epoch"], previous["epoch"]) == (3, 2)
     assert not list(tmp_path.glob("*.partial"))
+
+
+# -- best-epoch selection and the one scoring of test, on a scripted validation curve -----------
+#
+# ``Scripted`` is a real NeuralModel trained by the real trainer through the public fit(). Its
+# predictions depend only on a buffer ``stage`` (part of its state_dict, so the trainer's copy of
+# the best weights keeps it) that each training step advances by one; with one step per epoch,
+# after epoch e the model is at stage e. At stage s it predicts the right 0/1 label for the
+# samples whose draw ``u`` (feature channel 1) is below QUALITY[s] and the wrong one for the
+# others, so the validation micro-F1 of every epoch is scripted. Its scores carry 0.01 * stage
+# on top, which moves no prediction at threshold 0.5 but tells the epochs apart in test_scores.
+
+SPLIT_CODE = {"train": 0.0, "valid": 1.0, "test": 2.0}
+
+
+def _scripted_split(name, n, rng):
+    labels = (rng.random((n, 2)) < 0.5).astype(np.float32)
+    a = np.zeros((n, 1, 4), np.float32)
+    a[:, 0, 0] = labels[:, 0]
+    a[:, 0, 1] = (np.arange(n) + 0.5) / n  # u: evenly spread, so QUALITY[s] is the share predicted right
+    a[:, 0, 2] = labels[:, 1]
+    a[:, 0, 3] = SPLIT_CODE[name]  # lets the model count which split it is asked to score
+    masks = {"a": np.ones((n, 1), bool)}
+    return Split(features={"a": a}, masks=masks, labels=labels)
+
+
+@pytest.fixture
+def scripted_data():
+    rng = np.random.default_rng(1)
+    sizes = {"train": 32, "valid": 40, "test": 40}
+    return MultimodalDataset(
+        name="scripted",
+        modalities=("a",),
+        label_names=("x", "y"),
+        splits={name: _scripted_split(name, n, rng) for name, n in sizes.items()},
+    )
+
+
+class Scripted(NeuralModel):
+    def __init__(self, quality: list[float]):
+        super().__init__()
+        self.quality = torch.tensor([0.0, *quality])  # index = stage; stage 0 = untrained
+        self.weight = torch.nn.Parameter(torch.ones(()))  # something for the optimiser to step
+        self.register_buffer("stage", torch.zeros((), dtype=torch.long))
+        self.config = {"quality": quality}
+        self.scored = {code: 0 for code in SPLIT_CODE.values()}
+
+    def forward(self, inputs, masks):
+        a = inputs["a"][:, 0]
+        for code in a[:, 3].unique().tolist():
+            self.scored[code] += 1
+        truth = a[:, [0, 2]]
+        right = (a[:, 1] < self.quality[int(self.stage)]).unsqueeze(1)
+        predicted = torch.where(right, truth, 1 - truth)
+        return 0.2 + 0.6 * predicted + 0.01 * self.stage.float()  # 0.2 / 0.8, nudged by the stage
+
+    def training_loss(self, inputs, masks, labels):
+        with torch.no_grad():
+            self.stage += 1
+        loss = (self.weight - 2.0) ** 2
+        return LossOutput(loss, {"loss": loss})
+
+
+def _expected_test_scores(data, quality, stage):
+    model = Scripted(quality)
+    model.stage.fill_(stage)
+    return trainer.predict(model, data.splits["test"])
+
+
+def _fit_scripted(data, quality, **kw):
+    model = Scripted(quality)
+    rows = []
+    cfg = _cfg(batch_size=32, epochs=len(quality), **kw)  # 32 training samples: one step per epoch
+    result = trainer.fit(model, data, cfg, on_epoch=lambda e, row: rows.append(row["val_micro_f1"]))
+    return model, result, rows
+
+
+def test_an_early_peak_is_kept_and_its_test_scores_reported(scripted_data):
+    quality = [0.5, 0.95, 0.7, 0.6, 0.55]
+    model, result, rows = _fit_scripted(scripted_data, quality)
+    assert int(np.argmax(rows)) == 1 and rows[1] > rows[-1] + 0.2  # the curve really peaks at epoch 2
+    assert result.best_epoch == 2
+    assert int(model.stage) == 2  # the best epoch's weights (and buffers) were reloaded
+    assert result.val_metrics["micro_f1"] == pytest.approx(rows[1])
+    np.testing.assert_allclose(result.test_scores, _expected_test_scores(scripted_data, quality, 2))
+    last = _expected_test_scores(scripted_data, quality, 5)
+    assert not np.allclose(result.test_scores, last)
+    assert result.test_metrics["micro_f1"] > 0.9  # 95 % right at epoch 2, 55 % at the last one
+
+
+def test_a_tie_goes_to_the_later_epoch(scripted_data):
+    # CARAT.md section 5: keep the best validation micro-F1, ties go to the later epoch.
+    quality = [0.5, 0.9, 0.6, 0.9, 0.4]
+    model, result, rows = _fit_scripted(scripted_data, quality)
+    assert rows[1] == rows[3] == max(rows)  # the same predictions: an exact tie
+    assert result.best_epoch == 4 and int(model.stage) == 4
+    np.testing.assert_allclose(result.test_scores, _expected_test_scores(scripted_data, quality, 4))
+    assert not np.allclose(result.test_scores, _expected_test_scores(scripted_data, quality, 2))
+
+
+def test_a_curve_that_only_falls_keeps_the_first_epoch(scripted_data):
+    quality = [0.95, 0.8, 0.6]
+    model, result, rows = _fit_scripted(scripted_data, quality)
+    assert result.best_epoch == 1 and int(model.stage) == 1
+    np.testing.assert_allclose(result.test_scores, _expected_test_scores(scripted_data, quality, 1))
+
+
+@pytest.mark.parametrize("tune_threshold", [False, True])
+def test_the_test_split_is_scored_exactly_once_per_run(scripted_data, tune_threshold):
+    quality = [0.5, 0.95, 0.7]
+    model, result, _ = _fit_scripted(scripted_data, quality, tune_threshold=tune_threshold)
+    # 40 test samples fit one evaluation batch: one forward call on test in the whole run, after
+    # training; validation once per epoch plus once for the reloaded best epoch; never train.
+    assert trainer.EVAL_BATCH >= 40
+    assert model.scored == {SPLIT_CODE["train"]: 0, SPLIT_CODE["valid"]: 3 + 1, SPLIT_CODE["test"]: 1}
+    assert result.test_scores.shape == (40, 2)

@@ -168,6 +168,7 @@ def test_classic_refuses_bad_inputs():
         model.fit(inputs, masks, labels[:, :2])
 
 
+@pytest.mark.slow  # fits several chains of every size twice
 def test_classifier_chains_are_seeded():
     layout = LAYOUTS["three_mixed"]
     train, test = make_split(layout, 80, seed=8), make_split(layout, 20, seed=9)
@@ -307,6 +308,7 @@ def full_loss(model, split) -> float:
         return model.training_loss(*as_torch(split[0], split[1]), torch.from_numpy(split[2])).total.item()
 
 
+@pytest.mark.slow  # many training steps per model
 @pytest.mark.parametrize("name", NEURAL)
 def test_neural_training_lowers_the_loss(name):
     layout = LAYOUTS["three_mixed"]

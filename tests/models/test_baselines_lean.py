@@ -188,3 +188,37 @@ def test_paper_presets_checkpoint_the_layers():
     for name in NEURAL:
         assert models.create(name, spec, preset="paper").config.checkpoint_layers
         assert not models.create(name, spec).config.checkpoint_layers
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("name", NEURAL)
+def test_the_whole_model_equals_the_same_model_on_torchs_own_layers(name, training, monkeypatch):
+    """An independent check of the values RECORDED pins: the same weights, seeds and inputs give the
+    same scores, loss, gradients and random draws when every encoder runs torch's own
+    ``nn.TransformerEncoder.forward`` (torch's TransformerEncoderLayer math) and MulT's crossmodal
+    layers their previous forward, instead of the lean forward."""
+    from models.baselines.layers import SelfAttentionEncoder
+
+    spec, inputs, masks, labels = _recorded_setting()
+
+    def step():
+        torch.manual_seed(7)
+        model = models.create(name, spec, d_model=16, n_heads=2, dropout=0.2).train(training)
+        torch.manual_seed(8)
+        if training:
+            out = model.training_loss(inputs, masks, labels).total
+        else:
+            out = model(inputs, masks)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        return out.detach(), [p.grad for p in model.parameters()], torch.rand(())
+
+    lean = step()
+    with monkeypatch.context() as patch:
+        patch.setattr(SelfAttentionEncoder, "forward", nn.TransformerEncoder.forward)
+        previous = lambda layer, target, source, mask, bias=None: _previous_crossmodal_forward(
+            layer, target, source, mask
+        )
+        patch.setattr(CrossmodalLayer, "forward", previous)
+        stock = step()
+    assert any(g is not None and g.abs().sum() > 0 for g in stock[1])
+    _assert_same(stock, lean)

@@ -14,6 +14,8 @@ from harness.config import TrainConfig
 from harness.data import load
 from harness.metrics import is_constant_predictor, score_spread
 
+pytestmark = pytest.mark.slow  # 8 epochs of CARAT
+
 
 @pytest.fixture(scope="module")
 def tabular():

@@ -36,6 +36,7 @@ def train(model, inputs, masks, labels, steps):
     return history
 
 
+@pytest.mark.slow  # trains every variant for many steps
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_every_variant_loss_is_finite_and_falls(name):
     torch.manual_seed(0)

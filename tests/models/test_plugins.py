@@ -452,6 +452,7 @@ def test_editing_a_plugin_makes_a_new_configuration(tmp_path):
     assert before.plugin_digests != after.plugin_digests and before.fingerprint() != after.fingerprint()
 
 
+@pytest.mark.integration  # `invoke variants` in a subprocess
 def test_invoke_variants_lists_plugins_and_reports_a_broken_one(repo_root, tmp_path):
     def variants(*args):
         return subprocess.run(

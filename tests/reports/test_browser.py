@@ -23,6 +23,8 @@ import reports
 from harness import runner, studies
 from harness.studies import DataSource
 
+pytestmark = pytest.mark.integration  # headless Chromium
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHECK = """
 <script>

@@ -7,6 +7,8 @@ import reports
 from harness import runner, studies
 from harness.tracking import client_for
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # whole quick studies, one through `invoke`
+
 
 def test_quick_study_report_matches_its_runs(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -44,6 +44,7 @@ def invoke_data(repo_root, *args):
     )
 
 
+@pytest.mark.integration  # `invoke data` in a subprocess
 def test_cli_json_for_synthetic(repo_root):
     done = invoke_data(repo_root, "--json", "--option", "size=tiny", "--option", "seq_len=12")
     assert done.returncode == 0, done.stderr
@@ -55,6 +56,7 @@ def test_cli_json_for_synthetic(repo_root):
     assert summary["splits"] == expected and summary["splits"]["train"]["n"] == 32
 
 
+@pytest.mark.integration  # `invoke data` in a subprocess
 def test_cli_json_for_emotions(repo_root, emotions_dir):
     done = invoke_data(repo_root, "--dataset", "emotions", "--data-path", str(emotions_dir), "--json")
     assert done.returncode == 0, done.stderr
@@ -82,6 +84,7 @@ def test_cli_table(data_task, capsys):
     assert any(line.split()[:2] == ["train", "32"] for line in out.splitlines())
 
 
+@pytest.mark.integration  # `invoke data` in a subprocess
 def test_cli_bad_input_is_one_message_without_traceback(repo_root):
     done = invoke_data(repo_root, "--dataset", "mosei_aligned", "--data-path", "/nonexistent/folder")
     assert done.returncode == 1
