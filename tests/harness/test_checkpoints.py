@@ -3,7 +3,8 @@
 import time
 
 import pytest
-from study_runs import ablate_command, assert_each_unit_done_once, kill_group, run, start, write_study
+
+from tests.helpers.study_runs import ablate_command, assert_each_unit_done_once, kill_group, run, start, write_study
 
 
 @pytest.mark.integration
