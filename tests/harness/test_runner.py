@@ -9,7 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from harness import results, runner, studies, tracking, workqueue
-from harness.runner import LIVE, _beyond_budget, _is_duplicate  # the one line to change if these move
+from harness.run.schedule import LIVE
+from harness.run.schedule import beyond_budget as _beyond_budget
+from harness.run.schedule import is_duplicate as _is_duplicate
 from harness.storage import open_optuna_storage
 from harness.workqueue import WorkQueue
 from tests.helpers.study_runs import mlflow_runs

@@ -5,7 +5,6 @@ import subprocess
 import time
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from harness import workqueue
@@ -97,10 +96,15 @@ def test_pruning_goes_through_the_claimed_trial(tmp_path):
     assert trial.state == TrialState.PRUNED and trial.params == {"lr": x}
 
 
-@pytest.mark.parametrize("module", ["runner", "tracking", "studies", "results", "trainer"])
-def test_only_the_work_queue_touches_optuna_internals(repo_root, module):
+def _harness_sources(repo_root):
+    return sorted(p for p in (repo_root / "harness").rglob("*.py") if p.name != "workqueue.py")
+
+
+def test_only_the_work_queue_touches_optuna_internals(repo_root):
     import re
 
-    source = (repo_root / "harness" / f"{module}.py").read_text()
-    private = re.findall(r"(?<!self)\._(?:trial_id|storage|study_id|cached_frozen_trial)\b", source)
-    assert not private, f"harness/{module}.py uses Optuna private attributes {private}"
+    sources = _harness_sources(repo_root)
+    assert len(sources) > 10  # the scan reaches the package, not an empty folder
+    for path in sources:
+        private = re.findall(r"(?<!self)\._(?:trial_id|storage|study_id|cached_frozen_trial)\b", path.read_text())
+        assert not private, f"{path.relative_to(repo_root)} uses Optuna private attributes {private}"
