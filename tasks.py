@@ -15,7 +15,7 @@ from harness.options import RUN_HELP, RUN_OPTIONS  # the one table of run option
 
 def _run_study(c, study, tune_only, **values):
     from harness import run, studies
-    from harness.cli import print_outcome
+    from harness.cli import print_outcome, print_tuning_answer
     from harness.data import DataFormatError
     from harness.options import RunOptions, split
     from harness.storage import StorageError
@@ -28,7 +28,10 @@ def _run_study(c, study, tune_only, **values):
         outcome = run.run(spec, run_options)
     except (studies.StudyError, StorageError, DataFormatError, FileNotFoundError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
-    print_outcome(outcome, run_options.tracking_uri)
+    if tune_only:
+        print_tuning_answer(outcome, study, values)
+    else:
+        print_outcome(outcome, run_options.tracking_uri)
     if not outcome.ok:
         raise Exit(
             f"{len(outcome.failed)} run(s) failed and {len(outcome.missing)} are missing; "
