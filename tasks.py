@@ -181,6 +181,7 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     import optuna
 
     import reports
+    from harness.cli import tuning_status
     from harness.storage import StorageError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command sets the libraries' log levels
@@ -194,6 +195,9 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     except (reports.ReportError, StorageError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
     for name, info in summary.items():
+        if info["status"] == "tuning only":  # `invoke tune` ran it: no repeats are expected, none is missing
+            print(f"{name:<20} {tuning_status(info)}")
+            continue
         missing = sum(len(seeds) for seeds in info["missing"].values())
         flagged = f", {info['n_flagged']} flagged as no finding" if info["n_flagged"] else ""
         print(

@@ -167,6 +167,18 @@ def repeat_options(values: dict) -> str:
     return " ".join(given)
 
 
+def tuning_status(info: dict) -> str:
+    """``invoke report``'s line for a tune-only study (``reports.generate``'s summary of it): the
+    best validation micro-F1 per variant (and data set), not repeats that were never planned."""
+    found = [
+        f"{where} best validation micro-F1 {t['best_value']:.4f} ({t['complete']} complete, {t['pruned']} pruned)"
+        if t["best_value"] is not None
+        else f"{where}: no complete trial"
+        for where, t in info["tuning"].items()
+    ]
+    return f"tuning only: {'; '.join(found) or 'no tuning study found'}, {info['n_failed']} failed"
+
+
 def print_data_summary(loaded) -> None:
     """A loaded data set as the ``invoke data`` table: modalities, then per-split sizes and label counts."""
     summary = loaded.summary()
