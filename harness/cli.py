@@ -129,15 +129,16 @@ def print_tuning_answer(outcome, study: str, values: dict) -> None:
     from harness.storage import redact
     from reports import tuning
 
-    storage = values.get("storage")
-    summaries = tuning.load(storage, outcome.tune_studies)
-    several = len({dataset for _variant, dataset in outcome.tune_studies}) > 1
     print(f"\n{outcome.ran} tuning trial(s) trained by this command.\n")
     if not outcome.tune_studies:
         print(f"Study {outcome.study!r} has no search_space (or --trials 0): there is nothing to tune.")
-    else:
-        lines = tuning.answer_lines(summaries, study, several, repeat_options(values), storage and redact(storage))
-        print("\n".join(lines))
+        return
+    storage = values.get("storage")
+    summaries = tuning.load(storage, outcome.tune_studies)
+    several = len({dataset for _variant, dataset in outcome.tune_studies}) > 1
+    shown_storage = redact(storage) if storage else None
+    lines = tuning.answer_lines(summaries, study, several, repeat_options(values), shown_storage)
+    print("\n".join(lines))
     uri = f" --tracking-uri {redact(values['tracking_uri'])}" if values.get("tracking_uri") else ""
     print(
         f"  tuning runs in MLflow experiment {outcome.experiment!r} ({redact(outcome.tracking_uri)}):\n"
