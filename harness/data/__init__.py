@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from harness.data.arff import load_arff, load_emotions
 from harness.data.dataset import SPLITS, DataFormatError, DataSpec, MultimodalDataset, Split
@@ -44,13 +44,17 @@ class _Loader:
         return (self.function.__doc__ or "").strip().splitlines()[0]
 
 
+def _field_names(config_class) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(config_class))
+
+
 def _keyword_options(function) -> tuple[str, ...]:
     return tuple(p for p in inspect.signature(function).parameters if p != "data_path")
 
 
 _LOADERS: dict[str, _Loader] = {
-    "synthetic": _Loader(load_synthetic, tuple(SyntheticConfig.field_names())),
-    "synthetic_tabular": _Loader(load_synthetic_tabular, tuple(TabularConfig.field_names())),
+    "synthetic": _Loader(load_synthetic, _field_names(SyntheticConfig)),
+    "synthetic_tabular": _Loader(load_synthetic_tabular, _field_names(TabularConfig)),
     "mosei_aligned": _Loader(load_mosei_aligned, _keyword_options(load_mosei_aligned)),
     "mosei_unaligned": _Loader(load_mosei_unaligned, _keyword_options(load_mosei_unaligned)),
     "m3ed": _Loader(load_m3ed, _keyword_options(load_m3ed)),
