@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import ranks, references, significance, tables
+from reports import rank_tables, references, significance, tables
 from reports.cross import HEADLINE_METRIC
 from reports.html import Part
 
@@ -53,7 +53,7 @@ def _significance_html(result: pd.DataFrame) -> str:
         return tables.html(significance.table(result, REFERENCE_VARIANT), css_class="significance")
     every = tables.html(significance.table(result, REFERENCE_VARIANT, notes=False), css_class="significance")
     return (
-        f"<p class='note'>{ranks.title(HEADLINE_METRIC)} shown; every metric below.</p>"
+        f"<p class='note'>{rank_tables.title(HEADLINE_METRIC)} shown; every metric below.</p>"
         + tables.html(significance.table(headline, REFERENCE_VARIANT), css_class="significance")
         + f"<details><summary>Every metric ({len(result)} comparisons)</summary>{every}</details>"
     )
