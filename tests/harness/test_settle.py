@@ -146,14 +146,27 @@ def test_until_settled_adds_rounds_records_its_looks_and_resumes_without_trainin
     assert resumed.ran == 0 and again == said and resumed.verdicts == outcome.verdicts  # the same looks, from MLflow
 
 
+COPY_PLUGIN = '''"""An exact copy of a registered model under another name."""
+
+from models import create, register
+
+
+@register(name="no_shuffle_copy")
+def no_shuffle_copy(spec, preset="small", **overrides):
+    """no_shuffle under another name: the same builder, so the same weights for the same seed."""
+    return create("no_shuffle", spec, preset=preset, **overrides)
+'''
+
+
 @pytest.mark.slow  # a tiny study through the command, in this process
 def test_the_command_prints_a_verdict_line_per_comparison_against_the_named_reference(tmp_path, capsys):
     from tests.test_tasks import _in_process
 
+    (tmp_path / "copies.py").write_text(COPY_PLUGIN)
     path = tmp_path / "nocarat.yaml"
     path.write_text(
-        "name: nocarat\nvariants: [no_shuffle, no_maxpool]\ndataset: synthetic\n"
-        "dataset_options: {size: tiny, seq_len: 8}\nepochs: 1\nseeds: [1, 2]\n"
+        "name: nocarat\nvariants: [no_shuffle, no_maxpool, no_shuffle_copy]\nplugins: [copies.py]\n"
+        "dataset: synthetic\ndataset_options: {size: tiny, seq_len: 8}\nepochs: 1\nseeds: [1, 2]\n"
     )
     code, out, _ = _in_process(
         capsys,
@@ -166,8 +179,12 @@ def test_the_command_prints_a_verdict_line_per_comparison_against_the_named_refe
         f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     assert code == 0
-    assert "Verdicts against the reference 'no_shuffle' (test micro-F1" in out
-    line = next(line.strip() for line in out.splitlines() if line.strip().startswith("no_maxpool vs no_shuffle"))
-    verdict = line.split(": ", 1)[1].split(" (")[0].split()[-1]
-    assert verdict in ("better", "worse", "equivalent", "inconclusive")
-    assert "(2 seeds" in line
+    assert "Verdicts against the reference 'no_shuffle' (test micro-F1" in out  # no carat: the first variant
+    lines = [line.strip() for line in out.splitlines() if " vs no_shuffle, micro-F1: " in line]
+    assert len(lines) == 2 and lines[0].startswith("no_maxpool vs no_shuffle, micro-F1: ")
+    verdict = lines[0].split(": ", 1)[1].split(" (")[0].split()[-1]
+    assert verdict in ("better", "worse", "equivalent", "inconclusive") and "(2 seeds" in lines[0]
+    assert lines[1] == (
+        "no_shuffle_copy vs no_shuffle, micro-F1: +0.000 equivalent "
+        "(2 seeds, identical on every seed: no spread to test)"
+    )
