@@ -15,7 +15,7 @@ from harness.options import RUN_HELP, RUN_OPTIONS  # the one table of run option
 
 def _run_study(c, study, tune_only, **values):
     from harness import run, studies
-    from harness.cli import print_outcome
+    from harness.cli import print_outcome, print_tuning_answer
     from harness.data import DataFormatError
     from harness.options import RunOptions, split
     from harness.run.settle import run_study
@@ -29,7 +29,10 @@ def _run_study(c, study, tune_only, **values):
         outcome = run_study(spec, run_options)  # once, or in rounds with --until-settled
     except (studies.StudyError, StorageError, DataFormatError, FileNotFoundError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
-    print_outcome(outcome, run_options.tracking_uri)
+    if tune_only:
+        print_tuning_answer(outcome, study, values)
+    else:
+        print_outcome(outcome, run_options.tracking_uri)
     if not outcome.ok:
         raise Exit(
             f"{len(outcome.failed)} run(s) failed and {len(outcome.missing)} are missing; "
@@ -179,6 +182,7 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     import optuna
 
     import reports
+    from harness.cli import tuning_status
     from harness.storage import StorageError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command sets the libraries' log levels
@@ -192,6 +196,9 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     except (reports.ReportError, StorageError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
     for name, info in summary.items():
+        if info["status"] == "tuning only":  # `invoke tune` ran it: no repeats are expected, none is missing
+            print(f"{name:<20} {tuning_status(info)}")
+            continue
         missing = sum(len(seeds) for seeds in info["missing"].values())
         flagged = f", {info['n_flagged']} flagged as no finding" if info["n_flagged"] else ""
         print(

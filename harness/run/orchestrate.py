@@ -31,7 +31,7 @@ def run(study: Study, options: RunOptions) -> Outcome:
     tracking_uri = prepare_tracking(options.tracking_uri)
     client = tracking.client_for(tracking_uri)
     experiment_id = tracking.ensure_experiment(
-        client, tracking_uri, study.experiment, study.description, experiment_tags(study)
+        client, tracking_uri, study.experiment, study.description, {**experiment_tags(study), **plan.phase_tags()}
     )
     plan = plan.bound(tracking_uri, experiment_id)
     on_stale = stale_handler(client, experiment_id)

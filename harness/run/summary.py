@@ -21,6 +21,8 @@ class Outcome:
     equivalence_margin: float | None = None
     verdicts: list[str] = field(default_factory=list)  # one line per comparison on the main metric
     settled: str = ""  # --until-settled: how many seeds it took, and whether every comparison settled
+    tune_studies: dict = field(default_factory=dict)  # (variant, data set) -> its Optuna study name
+    tune_only: bool = False  # `invoke tune`: the search alone, no repeats
 
     @property
     def ok(self) -> bool:
@@ -83,6 +85,7 @@ def outcome_of(plan: Plan, table) -> Outcome:
         reference=study.compared_with,
         equivalence_margin=study.margin,
     )
+    outcome.tune_studies, outcome.tune_only = plan.tune_queue_names(), plan.options.tune_only
     if plan.options.tune_only:
         return outcome
     done = results.finished(table, plan.config_hashes.values()).set_index([*keys.UNIT, keys.CONFIG_HASH])
