@@ -18,6 +18,7 @@ def _run_study(c, study, tune_only, **values):
     from harness.cli import print_outcome, print_tuning_answer
     from harness.data import DataFormatError
     from harness.options import RunOptions, split
+    from harness.run.settle import run_study
     from harness.storage import StorageError
 
     study_values, run_values = split(values)
@@ -25,7 +26,7 @@ def _run_study(c, study, tune_only, **values):
     try:
         spec = studies.load(study).with_options(**study_values)
         run_options = RunOptions(tune_only=tune_only, **run_values)
-        outcome = run.run(spec, run_options)
+        outcome = run_study(spec, run_options)  # once, or in rounds with --until-settled
     except (studies.StudyError, StorageError, DataFormatError, FileNotFoundError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
     if tune_only:

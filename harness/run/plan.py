@@ -182,6 +182,8 @@ def experiment_tags(study: Study) -> dict:
         "datasets": ", ".join(d.name for d in study.datasets),
         "planned_variants": " ".join(study.variants),
         "planned_seeds": " ".join(map(str, study.seeds)),
+        keys.REFERENCE: study.compared_with,
+        keys.EQUIVALENCE_MARGIN: f"{study.margin:g}",
         **view_tags(len(study.datasets) > 1),
         **study.tags,
     }
