@@ -147,10 +147,17 @@ def _now() -> float:
     return time.monotonic()
 
 
+def _stop_once(signum, _frame):
+    # Ctrl-C reaches the whole process group and the parent then forwards SIGTERM: the second
+    # signal must not cut short the clean-up the first one started (the parent kills after grace).
+    for other in (*STOP_SIGNALS, signal.SIGINT):
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
 def _worker_main(target, index: int, parent: int, results) -> None:
-    # Ctrl-C in a terminal reaches the whole process group: SIGINT stays KeyboardInterrupt here.
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise_stopped)
+    for signum in (*STOP_SIGNALS, signal.SIGINT):
+        signal.signal(signum, _stop_once)
     _watch_parent(parent)
     try:
         value = target(index)

@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 import models
@@ -134,6 +135,18 @@ class _Worker:
         return {**params, **self.best.get((unit.variant, unit.dataset), {}), **study.settings()[unit.setting]}
 
     def train(self, claim: Claim) -> None:
+        try:
+            self._train(claim)
+        except BaseException as exc:  # a stop signal, Ctrl-C, a bug: leave the unit for a re-run, then stop
+            reason = f"interrupted: {exc}" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            claim.fail(redact_text(reason))
+            if claim.state() == TrialState.FAIL:  # its run may have ended FINISHED already
+                tracking.fail_runs_of_trial(
+                    self.client, self.plan.experiment_id, claim.queue.name, claim.number, reason
+                )
+            raise
+
+    def _train(self, claim: Claim) -> None:
         plan, study, unit, clock = self.plan, self.plan.study, Unit.of(claim.unit), _Clock()
         data = self.data(unit)
         clock.lap("time_data_s")
@@ -199,9 +212,6 @@ class _Worker:
             run.end("FAILED", reason)
             claim.fail(reason)
             tqdm.write(f"FAILED {name}: {reason}\n{traceback.format_exc(limit=3)}")
-        except BaseException as exc:  # interrupted: fail both records, then stop
-            claim.fail(f"interrupted: {type(exc).__name__}")
-            raise
         self._settled()
         return None
 
