@@ -165,7 +165,9 @@ def _worker_main(target, index: int, parent: int, results) -> None:
         results.put((index, False, f"worker {index} stopped"))
         results.close()
         results.join_thread()
-        os._exit(130)
+        # SystemExit, not os._exit: multiprocessing's finalizers still run, so the semaphores this
+        # worker made (tqdm's lock) are released instead of reported leaked at shutdown.
+        raise SystemExit(130) from None
     except BaseException as exc:  # reported to the parent, which raises WorkerError
         results.put((index, False, f"worker {index}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
     else:
