@@ -90,6 +90,19 @@ def _repeat(plan: Plan, queues: dict, trainer_: _Worker, client, on_stale) -> No
         time.sleep(POLL_SECONDS)
 
 
+def _size_from_data(model, train_cfg, data) -> str | None:
+    """Let a model size itself from the data (CARAT's queue, with ``queue_size`` None) so that the
+    size it chose is what its params log; the reason when it cannot train at this batch size."""
+    check = getattr(model, "check_training", None)
+    if check is None:
+        return None
+    try:
+        check(min(train_cfg.batch_size, data.splits["train"].n))
+    except ValueError as exc:
+        return redact_text(f"ValueError: {exc}")
+    return None
+
+
 def available_cpus() -> int:
     """The CPUs this process may run on (a SLURM task's allocation, a container's cgroup), not the
     machine's count."""
@@ -157,7 +170,14 @@ class _Worker:
         tags = run_tags(plan, unit, claim.number, claim.queue.name)
         with tracking.TrackedRun(self.client, plan.experiment_id, name, tags) as run, claim.alive():
             claim.set_attr("mlflow_run_id", run.run_id)
+            sized = _size_from_data(model, train_cfg, data)  # before its params are logged: the size is one
             run.log_params(run_params(study, unit, train_cfg, model))
+            if sized is not None:
+                run.end("FAILED", sized)
+                claim.fail(sized)
+                tqdm.write(f"FAILED {name}: {sized}")
+                self._settled()
+                return
             run.log_dataset(unit.dataset, data.digest, data.source, data_profile(data))
             clock.lap("time_tracking_s")
             result = self._fit(claim, unit, run, name, model, data, train_cfg, checkpoint)
