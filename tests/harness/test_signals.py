@@ -123,16 +123,24 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def test_sigterm_to_ui_stops_the_mlflow_server_and_its_children_and_frees_the_port(tmp_path):
+SERVERS = {  # task -> (store option, the store in tmp_path, the address that answers once it serves)
+    "ui": ("--tracking-uri", "sqlite:///{tmp}/mlflow.db", "/health"),
+    "dashboard": ("--storage", "{tmp}/optuna.journal", "/api/studies"),
+}
+
+
+@pytest.mark.parametrize("task", sorted(SERVERS))
+def test_sigterm_to_a_server_task_stops_the_server_and_its_children_and_frees_the_port(tmp_path, task):
+    option, store, health = SERVERS[task]
     port = _free_port()
-    command = [sys.executable, "-m", "invoke", "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
-    process = start([*command, "--port", str(port)], tmp_path / "ui.log")
+    command = [sys.executable, "-m", "invoke", task, option, store.format(tmp=tmp_path), "--port", str(port)]
+    process = start(command, tmp_path / "server.log")
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process)
+        wait_for_http(f"http://127.0.0.1:{port}{health}", process)
         started = _started_by(process.pid)
-        assert len(started) >= 3  # invoke, mlflow server and its uvicorn (at least)
+        assert len(started) >= (3 if task == "ui" else 2)  # invoke and its server (mlflow: and uvicorn)
         process.send_signal(signal.SIGTERM)
-        code, output = finish(process, tmp_path / "ui.log", timeout=15)
+        code, output = finish(process, tmp_path / "server.log", timeout=15)
     finally:
         if process.poll() is None:
             kill_group(process)
