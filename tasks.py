@@ -17,7 +17,7 @@ from harness.options import RUN_HELP, RUN_OPTIONS  # the one table of run option
 
 def _run_study(c, study, tune_only, **values):
     from harness import run, studies
-    from harness.cli import print_outcome
+    from harness.cli import print_outcome, print_tuning_answer
     from harness.data import DataFormatError
     from harness.options import RunOptions, split
     from harness.storage import StorageError
@@ -32,7 +32,10 @@ def _run_study(c, study, tune_only, **values):
         raise Exit(f"error: {exc}", code=2) from None
     except run.StudyStopped as stopped:
         raise Exit(str(stopped), code=stopped.code) from None
-    print_outcome(outcome, run_options.tracking_uri)
+    if tune_only:
+        print_tuning_answer(outcome, study, values)
+    else:
+        print_outcome(outcome, run_options.tracking_uri)
     if not outcome.ok:
         raise Exit(
             f"{len(outcome.failed)} run(s) failed and {len(outcome.missing)} are missing; "
@@ -194,6 +197,7 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     import optuna
 
     import reports
+    from harness.cli import tuning_status
     from harness.storage import StorageError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command sets the libraries' log levels
@@ -207,6 +211,9 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
     except (reports.ReportError, StorageError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
     for name, info in summary.items():
+        if info["status"] == "tuning only":  # `invoke tune` ran it: no repeats are expected, none is missing
+            print(f"{name:<20} {tuning_status(info)}")
+            continue
         missing = sum(len(seeds) for seeds in info["missing"].values())
         flagged = f", {info['n_flagged']} flagged as no finding" if info["n_flagged"] else ""
         print(

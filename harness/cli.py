@@ -121,6 +121,65 @@ def print_outcome(outcome, tracking_uri: str | None) -> None:
     )
 
 
+def print_tuning_answer(outcome, study: str, values: dict) -> None:
+    """What ``invoke tune`` ends with, read from the Optuna storage: per variant (and data set) the
+    best trial's validation micro-F1, its parameters one per line and the trial counts; then how to
+    repeat at the best, explore the trials, and where MLflow keeps the tuning runs (``study`` is
+    what was passed to ``--study``, ``values`` the command's options)."""
+    from harness.storage import redact
+    from reports import tuning
+
+    print(f"\n{outcome.ran} tuning trial(s) trained by this command.\n")
+    if not outcome.tune_studies:
+        print(f"Study {outcome.study!r} has no search_space (or --trials 0): there is nothing to tune.")
+        return
+    storage = values.get("storage")
+    summaries = tuning.load(storage, outcome.tune_studies)
+    several = len({dataset for _variant, dataset in outcome.tune_studies}) > 1
+    shown_storage = redact(storage) if storage else None
+    lines = tuning.answer_lines(summaries, study, several, repeat_options(values), shown_storage)
+    print("\n".join(lines))
+    uri = f" --tracking-uri {redact(values['tracking_uri'])}" if values.get("tracking_uri") else ""
+    print(
+        f"  tuning runs in MLflow experiment {outcome.experiment!r} ({redact(outcome.tracking_uri)}):\n"
+        f"    browse:  invoke ui{uri}\n"
+        f"    report:  invoke report --study {outcome.experiment}{uri}   (the tuning section)"
+    )
+
+
+def repeat_options(values: dict) -> str:
+    """The options a command was given (those not at their defaults), as they would be typed again;
+    the Optuna storage is left to the caller."""
+    import shlex
+
+    from harness.options import RUN_OPTIONS
+    from harness.storage import redact
+
+    given = []
+    for option in RUN_OPTIONS:
+        value = values.get(option.name, option.default)
+        if option.name == "storage" or value == option.default:
+            continue
+        flag = "--" + option.name.replace("_", "-")
+        if isinstance(value, bool):
+            given.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            given.append(f"{flag} {shlex.quote(redact(str(value)))}")
+    return " ".join(given)
+
+
+def tuning_status(info: dict) -> str:
+    """``invoke report``'s line for a tune-only study (``reports.generate``'s summary of it): the
+    best validation micro-F1 per variant (and data set), not repeats that were never planned."""
+    found = [
+        f"{where} best validation micro-F1 {t['best_value']:.4f} ({t['complete']} complete, {t['pruned']} pruned)"
+        if t["best_value"] is not None
+        else f"{where}: no complete trial"
+        for where, t in info["tuning"].items()
+    ]
+    return f"tuning only: {'; '.join(found) or 'no tuning study found'}, {info['n_failed']} failed"
+
+
 def print_data_summary(loaded) -> None:
     """A loaded data set as the ``invoke data`` table: modalities, then per-split sizes and label counts."""
     summary = loaded.summary()

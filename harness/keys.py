@@ -22,6 +22,9 @@ RESUMED_FROM_EPOCH = "resumed_from_epoch"
 OPTUNA_TRIAL = "optuna_trial"
 OPTUNA_STUDY = "optuna_study"
 UNIT = ("variant", "dataset", "setting", "seed")  # with config_hash: what makes a unit's result
+# Experiment tag: the phases the last command on a study planned ("tune", "repeat" or "tune repeat"),
+# so that the report does not call the absent repeats of a tune-only study missing.
+PLANNED_PHASES = "planned_phases"
 
 # Tags every training run is created with (``storage`` is for a person to read, not read back).
 STORAGE = "storage"

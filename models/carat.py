@@ -47,255 +47,36 @@ buffers that live across steps never hold bf16 values. In float32 these casts ar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.base import LossOutput, NeuralModel, at_least_float32, build_config, float32_region
+from models.carat_config import (  # noqa: F401  (re-exported: models.carat is the model's public face)
+    CARAT_PRESETS,
+    CHECKPOINTING,
+    CONTRASTIVE_MODES,
+    FUSIONS,
+    POOLINGS,
+    CARATConfig,
+    auto_queue_size,
+)
+from models.carat_parts import (  # noqa: F401
+    Reconstruction,
+    alpha_inputs,
+    contrastive_classes,
+    ema_prototypes,
+    mse_per_modality,
+    shuffle_indices,
+    shuffled_samples,
+)
 from models.contrastive import FeatureQueue, supcon_chunked
 from models.layers import LAYER_NORM_EPS, CTCAligner, LabelAttention, ModalityMLP, SequenceEncoder, mlp
 from models.presets import preset_values
 from models.registry import register
 from models.spec import DataSpec
-
-CONTRASTIVE_MODES = ("reference", "fast")
-FUSIONS = ("linear", "mlp")
-POOLINGS = ("max", "mean")
-CHECKPOINTING = (False, True, "fp32")
-
-
-@dataclass(frozen=True)
-class CARATConfig:
-    """Every architecture size, reference quirk, ablation switch and loss weight of CARAT."""
-
-    hidden_size: int = 256  # d
-    latent_size: int = 64  # dz
-    # Encoder depth per modality: a tuple in modality order whose last entry repeats for
-    # further modalities ((6, 4) = first modality 6, every other 4), or a dict by name.
-    depths: tuple | dict = (6, 4)
-    heads: int = 8
-    dropout: float = 0.3
-    # T' of the CTC aligner on unaligned data; None = the first modality's T. The paper preset
-    # uses the reference's 500 (its --unaligned_mask_same_length option gives 50).
-    aligned_length: int | None = None
-    fusion: str = "linear"  # F_m: "linear" (reference) or "mlp" (2 layers, as the paper describes)
-    prototype_momentum: float = 0.99
-    temperature: float = 0.07
-    # None: sized from the data when training starts (``CARAT.check_training``): the smallest
-    # power of two holding one push (batch x levels x modalities x labels), never below
-    # min_queue_size; the size chosen replaces None in ``model.config``, so it is what is logged.
-    # A number is used as given, and one shorter than a push is refused.
-    queue_size: int | None = None
-    min_queue_size: int = 8192
-    # "reference": the reference's SupCon, queue entries are anchors too (computed exactly,
-    # in blocks). "fast": only the batch's vectors are anchors, the queue is only contrast
-    # set (the usual SupCon/MoCo form); about two thirds of the SupCon work at the paper size.
-    contrastive_mode: str = "reference"
-    queue_anchors: bool | None = None  # None = as contrastive_mode says (reference: True, fast: False)
-    random_queue_init: bool = True  # reference quirk: queue starts as random vectors with non-integer classes
-    supcon_chunk_size: int = 1024  # SupCon works on chunk x chunk blocks: its memory is independent of the queue
-    # Recompute each encoder layer's activations in backward instead of keeping them:
-    # identical results (dropout masks are replayed), about 500 MB less at the paper size,
-    # for one more encoder forward (about +35% step time on a CPU). "fp32": only when the
-    # encoders run in float32, not under bf16 autocast (harness.precision), where the
-    # activations kept are smaller and the recomputation a larger share of the step.
-    checkpoint_layers: bool | str = False
-    # Ablation switches (CARAT.md section 7).
-    contrastive: bool = True
-    sample_shuffle: bool = True
-    modality_shuffle: bool = True
-    reconstruction: bool = True
-    pooling: str = "max"
-    aggregation: bool = True
-    # Loss weights (section 4); a zero weight skips computing its term.
-    gamma_o: float = 0.01  # BCE of the original level
-    gamma_alpha: float = 0.1  # BCE of the alpha level
-    gamma_beta: float = 1.0  # BCE of the beta level (the prediction level)
-    gamma_s: float = 1.0  # SupCon
-    gamma_r: float = 1.0  # MSE(r_m, f_m) and MSE(a_m, f_m)
-    gamma_rb: float = 0.0  # MSE(b_m, f_m)
-    gamma_agg: float = 1.0  # BCE of the aggregation head
-    gamma_sf: float = 0.1  # BCE of the aggregation head on shuffled virtual samples
-
-    def __post_init__(self):
-        problems = []
-        for name in ("hidden_size", "latent_size", "heads", "queue_size", "min_queue_size", "supcon_chunk_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.hidden_size % self.heads:
-            problems.append(f"hidden_size {self.hidden_size} must be divisible by heads {self.heads}")
-        if self.hidden_size < 2:
-            problems.append("hidden_size must be >= 2 (En/De have a d/2 hidden layer)")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 < self.prototype_momentum < 1.0:
-            problems.append(f"prototype_momentum must be in (0, 1), got {self.prototype_momentum}")
-        if not self.temperature > 0:
-            problems.append(f"temperature must be > 0, got {self.temperature}")
-        if self.aligned_length is not None and self.aligned_length < 1:
-            problems.append(f"aligned_length must be >= 1, got {self.aligned_length}")
-        for name, valid in (("contrastive_mode", CONTRASTIVE_MODES), ("fusion", FUSIONS), ("pooling", POOLINGS)):
-            if getattr(self, name) not in valid:
-                problems.append(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
-        if self.checkpoint_layers not in CHECKPOINTING:
-            problems.append(f"checkpoint_layers must be one of {CHECKPOINTING}, got {self.checkpoint_layers!r}")
-        if self.contrastive_mode == "fast" and self.queue_anchors:
-            problems.append("contrastive_mode 'fast' means batch anchors only; it contradicts queue_anchors=True")
-        problems += [
-            f"{f.name} must be >= 0, got {getattr(self, f.name)}"
-            for f in fields(self)
-            if f.name.startswith("gamma_") and getattr(self, f.name) < 0
-        ]
-        depths = self.depths
-        if isinstance(depths, int) or not isinstance(depths, (tuple, list, dict)) or not depths:
-            problems.append(f"depths must be a non-empty tuple or dict, got {depths!r}")
-        elif any(int(v) < 1 for v in (depths.values() if isinstance(depths, dict) else depths)):
-            problems.append(f"every depth must be >= 1, got {depths!r}")
-        if problems:
-            raise ValueError("CARATConfig: " + "; ".join(problems))
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> CARATConfig:
-        return build_config(cls, preset_values(CARAT_PRESETS, name, "carat"), overrides, "carat")
-
-    @property
-    def uses_queue_anchors(self) -> bool:
-        return self.queue_anchors if self.queue_anchors is not None else self.contrastive_mode == "reference"
-
-    @property
-    def shuffles(self) -> bool:
-        return self.aggregation and (self.sample_shuffle or self.modality_shuffle)
-
-    def depth_per_modality(self, names: tuple[str, ...]) -> list[int]:
-        if isinstance(self.depths, dict):
-            missing = [n for n in names if n not in self.depths]
-            if missing:
-                raise ValueError(f"depths has no entry for modalities {missing}; it names {sorted(self.depths)}")
-            return [int(self.depths[n]) for n in names]
-        return [int(self.depths[min(i, len(self.depths) - 1)]) for i in range(len(names))]
-
-
-CARAT_PRESETS: dict[str, dict] = {
-    # Paper / reference sizes (CARAT.md 1.2, 1.3, 2.5, 2.10) and the spec's loss weights.
-    # Layer checkpointing changes no result; it keeps a paper-size float32 CPU step well under 2 GB.
-    # checkpoint_layers="fp32": no recomputation under bf16 autocast, where the activations kept are
-    # bf16 (the residual stream too, see layers.SequenceEncoder) and recomputation is the larger share
-    # of the step. Measured at batch 64 on a 2-vCPU AMD EPYC with AVX512-BF16 (`invoke bench --only
-    # carat-step-bf16-no-recompute --precision auto`): 1296 MB peak RSS with a float32 residual
-    # stream, within the 1.41 GB budget (7.5x below the reference's 10.6 GB).
-    "paper": dict(
-        hidden_size=256,
-        latent_size=64,
-        depths=(6, 4),
-        heads=8,
-        dropout=0.3,
-        min_queue_size=8192,  # the reference's 8192 wherever one push fits (a larger one when not)
-        aligned_length=500,
-        checkpoint_layers="fp32",
-    ),
-    # Same architecture scaled down, so a whole run on small synthetic data takes seconds on a CPU.
-    # The queue is at least 4096, one push of the shipped studies: batch 64 x 3 levels x 3 modalities
-    # x 6 labels = 3456 vectors (emotions and the benchmark's batch 32: at most 32 x 3 x 2 x 12 = 2304);
-    # a data set with a larger push gets the next power of two (queue_size None). A larger queue
-    # costs quadratically in SupCon (queue entries are anchors too): 8192 made an
-    # emotions step about 5 times slower than 1152.
-    # gamma_r 0.01, not 1: the reconstruction MSEs pull f toward what De/F can rebuild, and their
-    # cheapest minimum is an f that is the same for every sample. On tabular data (T = 1) that
-    # collapse wins within ~30 steps and CARAT predicts the label prior (validation micro-F1 of
-    # synthetic_tabular, 3 seeds: 0.475 at gamma_r 1, 0.602 at 0.1, 0.655 at 0.01; emotions 0.694 ->
-    # 0.717; synthetic sequences not hurt). The paper preset keeps the spec's 1.0.
-    "small": dict(
-        hidden_size=64, latent_size=16, depths=(2, 1), heads=4, dropout=0.1, min_queue_size=4096, gamma_r=0.01
-    ),
-}
-
-
-def auto_queue_size(pushed: int, minimum: int) -> int:
-    """The queue size chosen for ``queue_size`` None: the smallest power of two that holds one push of
-    ``pushed`` vectors, never below ``minimum`` (the preset's size, which keeps the shipped studies'
-    queues as they were). A power of two keeps SupCon's blocks of ``supcon_chunk_size`` whole."""
-    return max(minimum, 1 << max(pushed - 1, 0).bit_length())
-
-
-# ----------------------------------------------------------------------------------------
-# Vectorised pieces, exposed as functions so tests can check them against plain loops.
-
-
-def ema_prototypes(
-    prototypes: torch.Tensor, latents: torch.Tensor, labels: torch.Tensor, momentum: float
-) -> torch.Tensor:
-    """Prototypes after the reference's sample-by-sample EMA over the batch, in closed form.
-
-    prototypes (2, M, C, dz) [positive, negative]; latents (B, M, C, dz), already
-    normalised; labels (B, C). For k matching samples x_1..x_k in batch order:
-    p <- m^k p + (1 - m) sum_r m^(k - r) x_r.
-    """
-    positive = labels >= 0.5  # the reference tests == 1 on 0/1 labels
-    matches = torch.stack([positive, ~positive]).to(latents.dtype)  # (2, B, C)
-    count = matches.sum(1)  # (2, C)
-    rank = matches.cumsum(1)  # 1-based position among the matching samples
-    weights = (1.0 - momentum) * momentum ** (count.unsqueeze(1) - rank) * matches  # (2, B, C)
-    decay = (momentum**count)[:, None, :, None]  # (2, 1, C, 1)
-    return decay * prototypes + torch.einsum("pbc,bmcd->pmcd", weights, latents)
-
-
-def shuffle_indices(
-    batch: int,
-    n_modalities: int,
-    n_labels: int,
-    sample_shuffle: bool = True,
-    modality_shuffle: bool = True,
-    device=None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sources of the shuffled virtual entries (CARAT.md 3.13), each (B, M, C).
-
-    Entry (s, m, l) takes the beta features of sample ``sample[s, m, l]`` =
-    sigma_{l,m}(s) and modality ``modality[s, m, l]`` = pi_{l,s}(m), label l. Permutations
-    are argsorts of uniform random matrices from torch's global RNG: sample
-    permutations are drawn first, as in the reference. A disabled shuffle is the identity.
-    """
-    if sample_shuffle:
-        sample = torch.rand(n_labels, n_modalities, batch, device=device).argsort(-1).permute(2, 1, 0)
-    else:
-        sample = torch.arange(batch, device=device).view(-1, 1, 1).expand(batch, n_modalities, n_labels)
-    if modality_shuffle:
-        modality = torch.rand(n_labels, batch, n_modalities, device=device).argsort(-1).permute(1, 2, 0)
-    else:
-        modality = torch.arange(n_modalities, device=device).view(1, -1, 1).expand(batch, n_modalities, n_labels)
-    return sample, modality
-
-
-def shuffled_samples(
-    features: torch.Tensor, labels: torch.Tensor, sample: torch.Tensor, modality: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Virtual samples (B, M, C, d) from features (B, M, C, d) and their targets (B, M, C)."""
-    label = torch.arange(features.shape[2], device=features.device).view(1, 1, -1)
-    return features[sample, modality, label], labels[sample, label]
-
-
-def contrastive_classes(labels: torch.Tensor, n_modalities: int) -> torch.Tensor:
-    """Class of every (sample, modality, label) vector (B, M, C): modality, polarity, label (2MC classes).
-
-    Numbered as the reference does: m * 2C + l for a positive label, m * 2C + C + l otherwise.
-    """
-    n_labels = labels.shape[1]
-    label = torch.arange(n_labels, device=labels.device)
-    modality = torch.arange(n_modalities, device=labels.device).view(-1, 1) * 2 * n_labels
-    polarity = torch.where(labels >= 0.5, 0, n_labels).unsqueeze(1)  # (B, 1, C)
-    return modality + polarity + label
-
-
-@dataclass
-class Reconstruction:
-    """Section 2 tensors, each (B, M, C, ·)."""
-
-    z: torch.Tensor  # latents of f
-    r: torch.Tensor  # De(z)
-    p: torch.Tensor  # De(prototype padding)
-    a: torch.Tensor  # alpha level
-    b: torch.Tensor  # beta level
 
 
 class CARAT(NeuralModel):
@@ -369,9 +150,9 @@ class CARAT(NeuralModel):
             contrast = self._contrast_set(f, rec, labels)
             parts["supcon"] = cfg.gamma_s * self._supcon(*contrast)
         if rec is not None:
-            self._add(parts, "recon_r", cfg.gamma_r, lambda: _mse_per_modality(rec.r, f))
-            self._add(parts, "recon_a", cfg.gamma_r, lambda: _mse_per_modality(rec.a, f))
-            self._add(parts, "recon_b", cfg.gamma_rb, lambda: _mse_per_modality(rec.b, f))
+            self._add(parts, "recon_r", cfg.gamma_r, lambda: mse_per_modality(rec.r, f))
+            self._add(parts, "recon_a", cfg.gamma_r, lambda: mse_per_modality(rec.a, f))
+            self._add(parts, "recon_b", cfg.gamma_rb, lambda: mse_per_modality(rec.b, f))
         if cfg.aggregation:
             self._add(parts, "agg", cfg.gamma_agg, lambda: self._bce_aggregation(head_features, labels))
             if cfg.shuffles:
@@ -445,7 +226,7 @@ class CARAT(NeuralModel):
         n_labels = f.shape[2]
         decoded = self.latent_decoder(torch.cat([z, padding], dim=2))  # one pass for r and p
         r, p = decoded[:, :, :n_labels], decoded[:, :, n_labels:]
-        a = self.fusion(_alpha_inputs(r, p))
+        a = self.fusion(alpha_inputs(r, p))
         batch, n_mod, _, d = a.shape
         all_alpha = a.transpose(1, 2).reshape(batch, 1, n_labels, n_mod * d).expand(batch, n_mod, n_labels, n_mod * d)
         return Reconstruction(z=z, r=r, p=p, a=a, b=self.fusion(all_alpha))
@@ -556,32 +337,35 @@ class CARAT(NeuralModel):
         return checked
 
 
-def _alpha_inputs(r: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """F_m's input for every target m: concat over k of r_k, with p_m in slot m. (B, M, C, M*d)."""
-    batch, n_mod, n_labels, d = r.shape
-    own_slot = torch.eye(n_mod, dtype=torch.bool, device=r.device).view(1, n_mod, 1, n_mod, 1)
-    slots = torch.where(own_slot, p.transpose(1, 2).unsqueeze(1), r.transpose(1, 2).unsqueeze(1))
-    return slots.reshape(batch, n_mod, n_labels, n_mod * d)
-
-
-def _mse_per_modality(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """sum_m MSE(x_m, target_m), each MSE a mean over (B, C, d) as nn.MSELoss; in float32 under autocast."""
-    return (at_least_float32(x) - at_least_float32(target)).pow(2).mean(dim=(0, 2, 3)).sum()
-
-
 # ----------------------------------------------------------------------------------------
-# Registry: the full model and one builder per ablation (CARAT.md section 7).
+# Registry: the full model and one named, documented difference per ablation (CARAT.md section 7).
 
-VARIANTS: dict[str, dict] = {
-    "carat": {},
-    "no_contrastive": dict(contrastive=False),
-    "no_shuffle": dict(sample_shuffle=False, modality_shuffle=False),
-    "no_sample_shuffle": dict(sample_shuffle=False),
-    "no_modality_shuffle": dict(modality_shuffle=False),
-    "no_reconstruction": dict(reconstruction=False),
-    "no_maxpool": dict(pooling="mean"),
-    "no_aggregation": dict(aggregation=False),
+VARIANT_TABLE: dict[str, tuple[dict, str]] = {
+    "carat": ({}, "Full CARAT: reconstruction fusion, SupCon with queue, both shuffles, max-pooling, aggregation."),
+    "no_contrastive": (dict(contrastive=False), "CARAT without the SupCon term (no queue; prototypes still learnt)."),
+    "no_shuffle": (
+        dict(sample_shuffle=False, modality_shuffle=False),
+        "CARAT without shuffled virtual samples (no shuffled-aggregation term).",
+    ),
+    "no_sample_shuffle": (
+        dict(sample_shuffle=False),
+        "CARAT whose virtual samples shuffle modalities only (each entry keeps its own sample).",
+    ),
+    "no_modality_shuffle": (
+        dict(modality_shuffle=False),
+        "CARAT whose virtual samples shuffle samples only (each entry keeps its own modality slot).",
+    ),
+    "no_reconstruction": (
+        dict(reconstruction=False),
+        "CARAT without prototype padding / alpha / beta fusion: heads read f directly, no recon MSE.",
+    ),
+    "no_maxpool": (dict(pooling="mean"), "CARAT pooling the per-modality logits by mean instead of max."),
+    "no_aggregation": (
+        dict(aggregation=False),
+        "CARAT predicting from max-pooled beta logits alone (no aggregation head or its losses).",
+    ),
 }
+VARIANTS: dict[str, dict] = {name: switches for name, (switches, _) in VARIANT_TABLE.items()}
 
 
 def build_variant(name: str, spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
@@ -595,49 +379,14 @@ def build_variant(name: str, spec: DataSpec, preset: str = "small", **overrides)
     return CARAT(spec, config)
 
 
-@register
-def carat(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
-    """Full CARAT: reconstruction fusion, SupCon with queue, both shuffles, max-pooling, aggregation."""
-    return build_variant("carat", spec, preset, **overrides)
+def _builder(name: str, doc: str):
+    def build(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
+        return build_variant(name, spec, preset, **overrides)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return build
 
 
-@register
-def no_contrastive(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
-    """CARAT without the SupCon term (no queue; prototypes still learnt)."""
-    return build_variant("no_contrastive", spec, preset, **overrides)
-
-
-@register
-def no_shuffle(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
-    """CARAT without shuffled virtual samples (no shuffled-aggregation term)."""
-    return build_variant("no_shuffle", spec, preset, **overrides)
-
-
-@register
-def no_sample_shuffle(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
-    """CARAT whose virtual samples shuffle modalities only (each entry keeps its own sample)."""
-    return build_variant("no_sample_shuffle", spec, preset, **overrides)
-
-
-@register
-def no_modality_shuffle(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
-    """CARAT whose virtual samples shuffle samples only (each entry keeps its own modality slot)."""
-    return build_variant("no_modality_shuffle", spec, preset, **overrides)
-
-
-@register
-def no_reconstruction(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
-    """CARAT without prototype padding / alpha / beta fusion: heads read f directly, no recon MSE."""
-    return build_variant("no_reconstruction", spec, preset, **overrides)
-
-
-@register
-def no_maxpool(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
-    """CARAT pooling the per-modality logits by mean instead of max."""
-    return build_variant("no_maxpool", spec, preset, **overrides)
-
-
-@register
-def no_aggregation(spec: DataSpec, preset: str = "small", **overrides) -> CARAT:
-    """CARAT predicting from max-pooled beta logits alone (no aggregation head or its losses)."""
-    return build_variant("no_aggregation", spec, preset, **overrides)
+for _name, (_, _doc) in VARIANT_TABLE.items():
+    register(_builder(_name, _doc), name=_name)

@@ -60,23 +60,30 @@ class BertLayer(nn.Module):
         q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         context = _Attention.apply(q.contiguous(), k.contiguous(), v.contiguous(), attn_bias, attn_keep, p)
         context = context.transpose(1, 2).reshape(batch, steps, d)
-        x = self.attn_norm(x + dropped(self.attn_out(context), attn_out_keep, p))
-        return self.ffn_norm(x + dropped(self.ffn_out(F.gelu(self.ffn_in(x))), ffn_keep, p))
+        x = self.attn_norm(residual(x, self.attn_out(context), attn_out_keep, p))
+        return self.ffn_norm(residual(x, self.ffn_out(F.gelu(self.ffn_in(x))), ffn_keep, p))
 
 
 class _Attention(torch.autograd.Function):
     """dropout(softmax(q k^T / sqrt(dh) + bias)) v, keeping only q, k, v and the dropout mask for backward.
 
     The attention probabilities are recomputed in backward instead of stored: about 20 MB
-    less per layer at the paper size, for one more (small) matmul and softmax.
+    less per layer at the paper size, for one more (small) matmul and softmax. The softmax and
+    its backward run in at least float32 whatever the matmuls' precision: on CPU, bf16
+    elementwise kernels are 2-3x slower than float32 ones (measured on a 2-core AMD EPYC with
+    AVX512-BF16, ``invoke bench``'s time breakdown), and the statistics are more accurate.
     """
 
     # On GPU the trainer runs under bf16 autocast: backward must see the same autocast state.
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, q, k, v, bias, keep, p):
-        probs = _attention_probs(q, k, bias)
-        context = dropped(probs, keep, p, inplace=True) @ v  # probs is not needed afterwards
+        weights = _attention_probs(q, k, bias).to(v.dtype)  # a copy only when the dtypes differ
+        if keep is not None:
+            weights.mul_(mask_factor(keep, weights.dtype))  # probs are not needed afterwards
+        context = weights @ v
+        if keep is not None:
+            context.mul_(1.0 / (1.0 - p))  # the dropout scale on (T, dh) rather than (T, T)
         ctx.save_for_backward(q, k, v, bias, keep)
         ctx.p = p
         return context
@@ -85,29 +92,66 @@ class _Attention(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_context):
         q, k, v, bias, keep = ctx.saved_tensors
-        probs = _attention_probs(q, k, bias)
-        grad_v = dropped(probs, keep, ctx.p).transpose(-1, -2) @ grad_context
-        grad_probs = dropped(grad_context @ v.transpose(-1, -2), keep, ctx.p, inplace=True).to(probs.dtype)
-        # softmax's backward: under CUDA autocast probs are float32 (softmax) and the matmul above bf16.
-        grad_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
-        scale = q.shape[-1] ** -0.5
-        grad_q = (grad_scores @ k).mul_(scale)
-        grad_k = (grad_scores.transpose(-1, -2) @ q).mul_(scale)
+        probs = _attention_probs(q, k, bias)  # float32 (or float64)
+        scale = 1.0 / (1.0 - ctx.p) if keep is not None else 1.0
+        weights = probs.to(v.dtype, copy=True)
+        if keep is not None:
+            factor = mask_factor(keep, weights.dtype)
+            weights.mul_(factor)
+        grad_v = (weights.transpose(-1, -2) @ grad_context.to(v.dtype)).mul_(scale)
+        grad_weights = grad_context.to(v.dtype) @ v.transpose(-1, -2)
+        if keep is not None:
+            grad_weights.mul_(factor)
+        grad_probs = grad_weights.to(probs.dtype).mul_(scale)
+        # softmax's backward, in the probabilities' precision: p * (g - sum(g * p)).
+        grad_scores = grad_probs.sub_((grad_probs * probs).sum(-1, keepdim=True)).mul_(probs).to(q.dtype)
+        score_scale = q.shape[-1] ** -0.5
+        grad_q = (grad_scores @ k).mul_(score_scale)
+        grad_k = (grad_scores.transpose(-1, -2) @ q).mul_(score_scale)
         return grad_q, grad_k, grad_v, None, None, None
 
 
 def _attention_probs(q, k, bias):
-    scores = (q @ k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).add_(bias)
-    return torch.softmax(scores, dim=-1)
+    """softmax(q k^T / sqrt(dh) + bias) in at least float32; q (B, H, Tq, dh), k (B, H, Tk, dh), bias (B, 1, 1, Tk).
+
+    One baddbmm does the product, the scale and the bias (three passes over (T, T) otherwise).
+    """
+    batch, heads, steps_q, dh = q.shape
+    steps_k = k.shape[2]
+    bias3 = bias.to(q.dtype).expand(batch, heads, 1, steps_k).reshape(batch * heads, 1, steps_k)
+    scores = torch.baddbmm(
+        bias3,
+        q.reshape(batch * heads, steps_q, dh),
+        k.reshape(batch * heads, steps_k, dh).transpose(1, 2),
+        alpha=dh**-0.5,
+    )
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+    return probs.view(batch, heads, steps_q, steps_k)
+
+
+def mask_factor(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool keep mask as 0/1 of ``dtype``: on CPU, arithmetic with a bool operand takes a slow
+    type-promoting path (a bf16 x bool product was 10x slower than bf16 x bf16), while a bool
+    tensor read as uint8 converts at memory speed."""
+    return keep if keep.dtype == dtype else keep.view(torch.uint8).to(dtype)
 
 
 def dropped(x: torch.Tensor, keep: torch.Tensor | None, p: float, inplace: bool = False) -> torch.Tensor:
     """Inverted dropout with a given keep mask (None: identity); ``inplace`` overwrites x (one
     buffer less), for an x that nothing else reads afterwards (autograd included)."""
-    # x * bool is ~3x faster than where(); scaling in place is safe, the product is not saved.
     if keep is None:
         return x
-    return (x.mul_(keep) if inplace else x * keep).mul_(1.0 / (1.0 - p))
+    factor = mask_factor(keep, x.dtype)
+    return (x.mul_(factor) if inplace else x * factor).mul_(1.0 / (1.0 - p))
+
+
+def residual(x: torch.Tensor, y: torch.Tensor, keep: torch.Tensor | None, p: float) -> torch.Tensor:
+    """x + dropout(y) with a given keep mask, in one pass (addcmul) where the dtypes agree."""
+    if keep is None:
+        return x + y
+    if x.dtype != y.dtype:
+        return x + dropped(y, keep, p)
+    return torch.addcmul(x, y, mask_factor(keep, y.dtype), value=1.0 / (1.0 - p))
 
 
 def keep_mask(shape, p: float, device=None) -> torch.Tensor:

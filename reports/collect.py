@@ -36,6 +36,7 @@ class StudyRuns:
     seeds_source: str = ""  # where the expected seeds come from
     exists: bool = True  # False: no experiment of this name in the store
     quick: bool = False  # a smoke test's experiment
+    tune_only: bool = False  # the last command on it was `invoke tune` (experiment tag planned_phases)
     description: str = ""
     experiment_id: str | None = None  # for links to the MLflow UI
 
@@ -100,6 +101,7 @@ def load_study(client: MlflowClient, name: str) -> StudyRuns:
         config_hashes,
         exists=experiment is not None,
         quick=tags.get("quick") == "true" or name.endswith(QUICK_SUFFIX),
+        tune_only=tags.get(keys.PLANNED_PHASES) == keys.TUNE,
         description=tags.get("mlflow.note.content", ""),
         experiment_id=experiment.experiment_id if experiment is not None else None,
     )

@@ -1,4 +1,4 @@
-"""The figures of one data set: training curves, sweeps, Optuna tuning plots and the t-SNE of the latents."""
+"""The figures of one data set: training curves, sweeps, the t-SNE of the latents (tuning: tuning_section.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.storage import DEFAULT_STORAGE, open_optuna_storage, redact, safe_name
 from harness.studies import DEFAULT_SETTING
 from reports import collect, plots
 from reports.html import Figure, Part
 from reports.results_section import REFERENCE_VARIANT
 
 
-def _figures(client, study, runs: pd.DataFrame, storage, folder: Path, out_dir: Path, part: Part) -> list[Path]:
+def _figures(client, runs: pd.DataFrame, folder: Path, out_dir: Path, part: Part) -> list[Path]:
     labels = collect.label_names(client, runs["run_id"].iloc[0]) or sorted(
         c.removeprefix("test_f1_") for c in runs.columns if c.startswith("test_f1_") and runs[c].notna().any()
     )
@@ -35,8 +34,6 @@ def _figures(client, study, runs: pd.DataFrame, storage, folder: Path, out_dir: 
             "Star: the default setting's value and result.",
         ),
     ]
-    dataset = runs["dataset"].iloc[0]
-    candidates += _optuna_figures(study, dataset, storage, folder, part)
     candidates += [_tsne_figure(client, runs, folder, part)]
     paths = []
     for title, path, caption in candidates:
@@ -55,47 +52,6 @@ def _defaults(finished: pd.DataFrame) -> dict[str, float]:
         values = pd.to_numeric(default.get(f"params.{name}", pd.Series(dtype=object)), errors="coerce").dropna()
         if len(values):
             out[name] = float(values.iloc[0])
-    return out
-
-
-def _optuna_figures(
-    study: collect.StudyRuns, dataset: str, storage: str | None, folder: Path, part: Part
-) -> list[tuple]:
-    tuning = study.tuning[study.tuning["dataset"] == dataset]
-    if tuning.empty:
-        return []
-    url = storage or DEFAULT_STORAGE
-    if "://" not in url and not Path(url.removeprefix("journal:")).exists():
-        part.figure_notes.append(f"Tuning plots skipped: no Optuna storage at {url} (pass --storage).")
-        return []
-    import optuna
-
-    backend = open_optuna_storage(url)
-    out = []
-    for variant, name in tuning.groupby("variant", sort=False)["optuna_study"].first().items():
-        try:
-            tune = optuna.load_study(study_name=name, storage=backend)
-        except KeyError:
-            part.figure_notes.append(f"Tuning plots for {variant}: no Optuna study {name!r} in {redact(url)}.")
-            continue
-        trials_all = tune.get_trials(deepcopy=False)
-        complete = [t for t in trials_all if t.state.name == "COMPLETE"]
-        pruned = sum(t.state.name == "PRUNED" for t in trials_all)
-        trials = pd.DataFrame({"number": [t.number for t in complete], "value": [t.value for t in complete]})
-        importances = None
-        if len(complete) >= 2:
-            try:
-                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-                importances = optuna.importance.get_param_importances(tune, evaluator=evaluator)
-            except (RuntimeError, ValueError) as exc:
-                part.figure_notes.append(f"Parameter importances for {variant} unavailable: {exc}")
-        else:
-            part.figure_notes.append(
-                f"Parameter importances for {variant} need at least 2 complete tuning trials; it has {len(complete)}."
-            )
-        title = f"Tuning {variant}: {len(complete)} complete trials, {pruned} pruned"
-        path = plots.optuna_summary(trials, importances, title, folder / f"tuning_{safe_name(variant)}.png")
-        out.append((f"Tuning: {variant}", path, f"Optuna study {name}."))
     return out
 
 

@@ -43,11 +43,16 @@ span.status{font-size:.7em;font-weight:600;padding:.1em .5em;border-radius:3px;v
 span.status.complete{background:#dcfce7;color:#14532d}
 span.status.partial{background:#c2410c;color:#fff}
 span.status.empty{background:#e5e7eb;color:#374151}
+span.status.tuning{background:#dbeafe;color:#1e3a8a}
+div.banner.tuning{background:#eff6ff;border:2px solid #1e3a8a;color:#1e3a8a}
 span.status.smoke{background:#fff3b0;color:#5c4400;border:1px dashed #b38600}
 span.status.flags{background:#fff4e5;color:#7c2d12;border:1px solid #d97706}
 figure{margin:1em 0} img{max-width:100%;border:1px solid #eee} figcaption{font-size:.85em;color:#555}
 code{font-size:.9em} details{margin:.6em 0} summary{cursor:pointer}
 """
+
+
+TUNING_ONLY = "tuning only"
 
 
 @dataclass
@@ -92,11 +97,26 @@ class RanksPart:
 
 
 @dataclass
+class TuningPart:
+    """What a study's Optuna search found (reports/tuning_section.py)."""
+
+    best_html: str = ""  # per variant (and data set): best trial, its value and parameters, trial counts
+    trials_html: str = ""  # every complete or pruned trial
+    n_trials: int = 0
+    figures: list[Figure] = field(default_factory=list)  # Optuna's optimisation history, importances
+    notes: list[str] = field(default_factory=list)  # why something is absent
+    files: list[str] = field(default_factory=list)
+    best: dict[str, dict] = field(default_factory=dict)  # "variant [on data set]" -> best value, params, counts
+
+
+@dataclass
 class Section:
     """What the page shows for one study (built by ``reports.generate``)."""
 
     name: str
-    status: str  # "complete", "partial" (expected runs missing), "no finished runs", "no runs (no such experiment)"
+    # "complete", "partial" (expected runs missing), "tuning only" (the last command was `invoke tune`),
+    # "no finished runs", "no runs (no such experiment)"
+    status: str
     n_runs: int = 0  # every run of the experiment
     n_finished: int = 0  # the finished repeat runs reported
     quick: bool = False  # a smoke test's experiment
@@ -106,6 +126,7 @@ class Section:
     variants_html: str = ""  # what each variant is
     parts: list[Part] = field(default_factory=list)  # one per data set
     ranks: RanksPart | None = None  # several data sets only
+    tuning: TuningPart | None = None  # a study with a search space
     missing: dict[str, list[int]] = field(default_factory=dict)  # unit -> expected seeds not finished
     have: dict[str, list[int]] = field(default_factory=dict)  # unit -> seeds finished
     expected_seeds: str = ""
@@ -144,7 +165,7 @@ def page(sections: list[Section], tracking: str, ui_url: str | None = None) -> s
 
 
 def _badges(s: Section) -> str:
-    kind = {"complete": "complete", "partial": "partial"}.get(s.status, "empty")
+    kind = {"complete": "complete", "partial": "partial", TUNING_ONLY: "tuning"}.get(s.status, "empty")
     text = s.status + (f": {s.n_missing} expected run(s) missing" if s.status == "partial" else "")
     out = f' <span class="status {kind}">{escape(text)}</span>'
     if s.quick:
@@ -167,6 +188,12 @@ def _section(s: Section) -> str:
             f"<a href='#{s.anchor}-missing'>Missing runs</a>). The numbers below are not the study's final "
             "results.</div>"
         )
+    elif s.status == TUNING_ONLY:
+        parts.append(
+            "<div class='banner tuning'>TUNING ONLY: the last command on this study ran its Optuna search "
+            "alone (invoke tune), so it has no seeded repeats and no results table yet; none is missing. "
+            "<code>invoke ablate</code> on the same study repeats each variant at its best parameters.</div>"
+        )
     elif s.status not in ("complete",):
         parts.append(f"<p><b>{escape(s.status.capitalize())}.</b></p>")
     if s.description:
@@ -180,7 +207,10 @@ def _section(s: Section) -> str:
         parts.append(_part(part, s.anchor, level=4 if several else 3))
     if s.ranks is not None:
         parts.append(_ranks(s.ranks, s.anchor))
-    parts.append(_missing(s))
+    if s.tuning is not None:
+        parts.append(_tuning(s.tuning))
+    if s.status != TUNING_ONLY:
+        parts.append(_missing(s))
     if s.failed is not None and len(s.failed):
         parts += [f"<h3>Failed runs ({len(s.failed)})</h3>", runs_table(s.failed)]
     if s.runs is not None and len(s.runs):
@@ -233,6 +263,19 @@ def _ranks(r: RanksPart, study_anchor: str) -> str:
     if r.files:
         out.append(f"<p class='note'>Files: {_links(r.files)}</p>")
     return "".join(out) + "</section>"
+
+
+def _tuning(t: TuningPart) -> str:
+    out = ["<h3>Tuning</h3>"]
+    if t.best_html:
+        out += ["<h4>Best parameters (validation micro-F1)</h4>", t.best_html]
+    if t.trials_html:
+        out.append(f"<details><summary>The {t.n_trials} complete or pruned trials</summary>{t.trials_html}</details>")
+    out += [_figure(fig) for fig in t.figures]
+    out += [f"<p class='note'>{escape(n)}</p>" for n in t.notes]
+    if t.files:
+        out.append(f"<p class='note'>Files: {_links(t.files)}</p>")
+    return "".join(out)
 
 
 def _figure(fig: Figure) -> str:

@@ -167,31 +167,6 @@ def sensitivity(finished: pd.DataFrame, defaults: dict, path: Path, metric: str 
     return path
 
 
-def optuna_summary(trials: pd.DataFrame, importances: dict[str, float] | None, title: str, path: Path) -> Path | None:
-    """Parameter importances (when known) and the optimisation history of one tuning study.
-
-    ``trials`` has columns number, value (complete trials only)."""
-    if trials.empty:
-        return None
-    panels = 2 if importances else 1
-    with _figure(path, 1, panels, figsize=(6 * panels, 4), squeeze=False) as (fig, axes):
-        history = axes[0, -1]
-        history.scatter(trials["number"], trials["value"], s=18, label="trial", color=sns.color_palette("deep")[0])
-        history.step(trials["number"], trials["value"].cummax(), where="post", color="crimson", label="best so far")
-        history.set_xlabel("trial")
-        history.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        history.set_ylabel("validation micro-F1")
-        history.set_title("Optimisation history")
-        history.legend(fontsize=8)
-        if importances:
-            ranked = pd.Series(importances).sort_values()
-            axes[0, 0].barh(ranked.index, ranked.values, color=sns.color_palette("deep")[2])
-            axes[0, 0].set_xlabel("importance (fANOVA, normalised)")
-            axes[0, 0].set_title("Parameter importances")
-        fig.suptitle(title, fontsize=11)
-    return path
-
-
 TSNE_COLUMNS = 4  # variants per row of the t-SNE grid
 
 

@@ -19,6 +19,7 @@ from reports.html import Part, Section
 from reports.links import _with_links, ui_base
 from reports.results_section import _tables
 from reports.runs_section import _failed, _flagged, _runs_table, _unit, _variants_table, _warnings
+from reports.tuning_section import _tuning
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "build"
 
@@ -43,8 +44,9 @@ def generate(
 
     Returns per study: status, config_hashes ({data set: config_hash reported}), n_runs (all runs
     of its experiment), n_finished (reported repeat runs), n_failed, n_flagged (reported runs tagged
-    degenerate), missing ({"variant" or "variant (setting)" [+ " on <data set>"]: [seeds]}) and
-    the paths written."""
+    degenerate), missing ({"variant" or "variant (setting)" [+ " on <data set>"]: [seeds]}), tuning
+    ({"variant" [+ " on <data set>"]: best_value, best_params, complete, pruned}) and the paths
+    written."""
     tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
     _check_store(tracking_uri)
     ui = ui_base(tracking_uri, ui_url)
@@ -72,6 +74,7 @@ def generate(
             "n_failed": 0 if section.failed is None else len(section.failed),
             "n_flagged": section.n_flagged,
             "missing": section.missing,
+            "tuning": section.tuning.best if section.tuning is not None else {},
             "paths": [str(p) for p in paths],
         }
     index = out_dir / "index.html"
@@ -102,9 +105,12 @@ def _report_study(client, study: collect.StudyRuns, storage, out_dir: Path, ui) 
     folder = out_dir / safe_name(study.name)
     _clear(folder)
     finished = study.finished
-    missing = study.missing_seeds()
+    tune_only = study.tune_only and finished.empty  # repeats of an earlier `invoke ablate` are reported
+    missing = {} if tune_only else study.missing_seeds()
     if not study.exists:
         status = "no runs (no such experiment)"
+    elif tune_only:
+        status = html.TUNING_ONLY
     elif finished.empty:
         status = "no finished runs"
     else:
@@ -126,8 +132,9 @@ def _report_study(client, study: collect.StudyRuns, storage, out_dir: Path, ui) 
         section.missing[unit] = seeds
         section.have[unit] = done.to_dict().get((dataset, variant, setting), [])
     section.failed = _with_links(_failed(study), study, ui)
+    section.tuning, paths = _tuning(study, storage, folder, out_dir)
     if finished.empty:
-        return section, []
+        return section, paths
 
     if several:
         section.meta.append(
@@ -135,10 +142,9 @@ def _report_study(client, study: collect.StudyRuns, storage, out_dir: Path, ui) 
             "own configuration, results, tests and figures below, then the verdict across them."
         )
     section.variants_html = tables.html(_variants_table(list(dict.fromkeys(finished["variant"]))), "variants")
-    paths = []
     for dataset in study.config_hashes:
         sub = folder / safe_name(dataset) if several else folder
-        part, written = _report_dataset(client, study, dataset, storage, sub, out_dir, several)
+        part, written = _report_dataset(client, study, dataset, sub, out_dir, several)
         section.parts.append(part)
         paths += written
     if several:
@@ -148,9 +154,7 @@ def _report_study(client, study: collect.StudyRuns, storage, out_dir: Path, ui) 
     return section, paths
 
 
-def _report_dataset(
-    client, study, dataset: str, storage, folder: Path, out_dir: Path, several: bool
-) -> tuple[Part, list[Path]]:
+def _report_dataset(client, study, dataset: str, folder: Path, out_dir: Path, several: bool) -> tuple[Part, list[Path]]:
     part = Part(dataset, heading=f"Data set: {dataset}" if several else None)
     runs = study.finished[study.finished["dataset"] == dataset]
     current = study.current[study.current["dataset"] == dataset]
@@ -165,6 +169,6 @@ def _report_dataset(
     config_md = folder / "configuration.md"
     config_md.write_text(f"# {heading}: configuration\n\n" + tables.markdown(config))
     paths = [config_md] + _tables(heading, runs, dataset, folder, part)
-    paths += _figures(client, study, runs, storage, folder, out_dir, part)
+    paths += _figures(client, runs, folder, out_dir, part)
     part.files = [p.relative_to(out_dir).as_posix() for p in paths if p.suffix != ".png"]
     return part, paths

@@ -233,10 +233,11 @@ def answer_lines(
     storage: str | None = None,
 ) -> list[str]:
     """What ``invoke tune`` prints at the end: per variant (and data set) the best trial's validation
-    micro-F1 and parameters and the trial counts, then how to repeat at the best (``invoke ablate``
-    on the same study: its repeats use each variant's best parameters) and how to explore
-    (``invoke dashboard``). ``study`` is what was passed to ``--study``; ``extra_options`` the
-    options to repeat (``--quick``, ``--tracking-uri ...``); ``storage`` the ``--storage`` given."""
+    micro-F1 and the trial counts, its parameters one per line (``name = value``), then how to repeat
+    at the best (``invoke ablate`` on the same study: its repeats use each variant's best parameters)
+    and how to explore (``invoke dashboard``, on the Optuna studies named). ``study`` is what was
+    passed to ``--study``; ``extra_options`` the options to repeat (``--quick``, ``--tracking-uri
+    ...``); ``storage`` the ``--storage`` given."""
     lines = []
     if not summaries:
         return ["No tuning study of this configuration was found in the Optuna storage."]
@@ -249,15 +250,16 @@ def answer_lines(
         if s.best_trial is None:
             lines.append(f"{where}: no complete trial yet ({counts}; Optuna study {s.study_name})")
             continue
-        params = ", ".join(f"{k}={_short(v)}" for k, v in s.best_params.items()) or "(no parameters)"
         lines.append(
-            f"{where}: best validation micro-F1 {s.best_value:.4f} (trial {s.best_trial}; {counts}); best: {params}"
+            f"{where}: best validation micro-F1 {s.best_value:.4f} (trial {s.best_trial}; {counts}), parameters:"
         )
+        lines += [f"    {k} = {_short(v)}" for k, v in s.best_params.items()] or ["    (no parameters)"]
     options = f" {extra_options.strip()}" if extra_options.strip() else ""
     store = f" --storage {storage}" if storage else ""
     lines += [
         f"  repeat at the best:  invoke ablate --study {study}{options}{store}   (its repeats use these parameters)",
-        f"  explore the trials:  invoke dashboard{store}",
+        f"  explore the trials:  invoke dashboard{store}   (Optuna {_plural('study', summaries)} "
+        f"{', '.join(s.study_name for s in summaries.values())})",
     ]
     return lines
 
@@ -268,6 +270,10 @@ def _quiet(optuna):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+def _plural(word: str, items) -> str:
+    return word if len(items) == 1 else word.removesuffix("y") + "ies"
 
 
 def _short(value) -> str:

@@ -64,7 +64,7 @@ def _stopped(stopped: KeyboardInterrupt, kept: int) -> StudyStopped:
 
 def _run(study: Study, options: RunOptions, plan: Plan, tracking_uri: str, client) -> Outcome:
     experiment_id = tracking.ensure_experiment(
-        client, tracking_uri, study.experiment, study.description, experiment_tags(study)
+        client, tracking_uri, study.experiment, study.description, {**experiment_tags(study), **plan.phase_tags()}
     )
     plan = plan.bound(tracking_uri, experiment_id)
     on_stale = stale_handler(client, experiment_id)

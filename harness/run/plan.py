@@ -96,6 +96,11 @@ class Plan:
     def tune_queues(queues: dict) -> list[WorkQueue]:
         return [queue for key, queue in queues.items() if key != keys.REPEAT]
 
+    def phase_tags(self) -> dict[str, str]:
+        """The experiment tag naming the phases this command runs (``invoke tune``: the search alone)."""
+        phases = ([keys.TUNE] if self.study.tuned else []) + ([] if self.options.tune_only else [keys.REPEAT])
+        return {keys.PLANNED_PHASES: " ".join(phases) or "none"}
+
 
 def make_plan(study: Study, options: RunOptions) -> Plan:
     """The units of ``study`` under its current configuration: loads and fingerprints every data

@@ -17,6 +17,8 @@ class Outcome:
     failed: list[dict] = field(default_factory=list)  # units whose latest attempt failed, with the reason
     missing: list[dict] = field(default_factory=list)  # units with no finished run
     ran: int = 0  # units trained by this command
+    tune_studies: dict = field(default_factory=dict)  # (variant, data set) -> its Optuna study name
+    tune_only: bool = False  # `invoke tune`: the search alone, no repeats
 
     @property
     def ok(self) -> bool:
@@ -31,6 +33,7 @@ def outcome_of(plan: Plan, table) -> Outcome:
     """What the tracking store holds for the plan's repeat units (the one source of results)."""
     study = plan.study
     outcome = Outcome(study=study.name, experiment=study.experiment, tracking_uri=plan.tracking_uri)
+    outcome.tune_studies, outcome.tune_only = plan.tune_queue_names(), plan.options.tune_only
     if plan.options.tune_only:
         return outcome
     done = results.finished(table, plan.config_hashes.values()).set_index([*keys.UNIT, keys.CONFIG_HASH])

@@ -265,7 +265,11 @@ def test_index_references_every_png(store):
 
 def test_sweep_and_tuning_figures(store):
     written = {Path(p).name for p in store["summary"]["sweep"]["paths"]}
-    assert {"sensitivity.png", "tuning_carat.png"} <= written
+    assert {
+        "sensitivity.png",
+        "tuning_history_carat_synthetic.png",
+        "tuning_importances_carat_synthetic.png",
+    } <= written
     assert "latents_tsne.png" not in written  # its carat runs kept no latents: a note, not a figure
     table = pd.read_csv(store["out"] / "sweep" / "results.csv")
     assert list(table["setting"]) == ["default", "gamma_o=0.1", "gamma_o=1.0"]

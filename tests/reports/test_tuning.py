@@ -80,9 +80,16 @@ def test_answer_lines_name_the_best_and_the_next_commands(journal):
     carat = summaries["carat", "synthetic"]
     lines = tuning.answer_lines(summaries, "tune", extra_options="--quick", storage="runs/optuna.journal")
     assert lines[0].startswith(f"carat: best validation micro-F1 {carat.best_value:.4f} (trial {carat.best_trial}; ")
-    assert "11 complete, 1 pruned" in lines[0] and f"lr={carat.best_params['lr']:.4g}" in lines[0]
-    assert lines[1].strip().startswith("repeat at the best:  invoke ablate --study tune --quick --storage runs/")
-    assert lines[2].strip() == "explore the trials:  invoke dashboard --storage runs/optuna.journal"
+    assert "11 complete, 1 pruned" in lines[0]
+    # the parameters one per line, name = value
+    assert lines[1:3] == [
+        f"    lr = {carat.best_params['lr']:.4g}",
+        f"    dropout = {carat.best_params['dropout']:.4g}",
+    ]
+    assert lines[3].strip().startswith("repeat at the best:  invoke ablate --study tune --quick --storage runs/")
+    assert lines[4].strip() == (
+        f"explore the trials:  invoke dashboard --storage runs/optuna.journal   (Optuna study {study_name('carat')})"
+    )
     several = tuning.answer_lines(summaries, "tune", several_datasets=True)
     assert several[0].startswith("carat on synthetic: best")
     assert tuning.answer_lines({}, "tune") == ["No tuning study of this configuration was found in the Optuna storage."]
