@@ -115,7 +115,10 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a new server could listen on ``port``: with SO_REUSEADDR, as servers bind, so the
+    closed connections' TIME_WAIT does not count, and a socket still listening does."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
