@@ -97,6 +97,9 @@ class Study:
     plugin_digests: dict = field(default_factory=dict, metadata=COMPUTED)  # plugin -> hash of its source
     quick: bool = field(default=False, metadata=COMPUTED)  # a smoke test: results go to their own experiment
     source: str = field(default="<memory>", metadata=COMPUTED)  # the file it was read from
+    # {variant: the study-wide overrides that are fields of it}, decided once per run by the plan
+    # (``harness.run.overrides``); a variant not in it takes every study-wide override.
+    override_targets: dict = field(default_factory=dict, metadata=COMPUTED)
 
     # -- what a run of this study consists of ------------------------------------------------
     @property
@@ -132,9 +135,15 @@ class Study:
                 out[f"{name}={value}"] = {name: value}
         return out
 
+    def overrides_for(self, variant: str) -> dict:
+        """The overrides ``variant`` runs with: the study-wide ones that are fields of it, then its own."""
+        targets = self.override_targets.get(variant)
+        shared = {k: v for k, v in self.overrides.items() if targets is None or k in targets}
+        return {**shared, **self.variant_overrides.get(variant, {})}
+
     def params_for(self, variant: str, setting: str) -> dict:
         """Fixed hyper-parameters of one (variant, setting): study, then variant, then sweep overrides."""
-        params = {**self.overrides, **self.variant_overrides.get(variant, {}), **self.settings()[setting]}
+        params = {**self.overrides_for(variant), **self.settings()[setting]}
         if self.epochs is not None:
             params["epochs"] = self.epochs
         return params
@@ -202,6 +211,7 @@ QUICK_SUFFIX = ".quick"
 NOT_IN_CONFIGURATION = (
     *("name", "description", "variants", "seeds", "trials", "source", "datasets", "tags", "plugins"),
     *("reference", "equivalence_margin"),  # analysis: how results are judged
+    "override_targets",  # derived from the overrides and the variants' fields
 )
 
 
