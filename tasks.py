@@ -5,7 +5,9 @@ of ``ablate`` and ``tune`` are the rows of ``harness.options.RUN_OPTIONS``; how 
 what the tasks print is ``harness.cli``.
 """
 
+import os
 import sys
+from pathlib import Path
 
 from invoke.exceptions import Exit
 
@@ -18,6 +20,7 @@ def _run_study(c, study, tune_only, **values):
     from harness.cli import print_outcome, print_tuning_answer
     from harness.data import DataFormatError
     from harness.options import RunOptions, split
+    from harness.run.settle import run_study
     from harness.storage import StorageError
 
     study_values, run_values = split(values)
@@ -25,9 +28,11 @@ def _run_study(c, study, tune_only, **values):
     try:
         spec = studies.load(study).with_options(**study_values)
         run_options = RunOptions(tune_only=tune_only, **run_values)
-        outcome = run.run(spec, run_options)
+        outcome = run_study(spec, run_options)  # once, or in rounds with --until-settled
     except (studies.StudyError, StorageError, DataFormatError, FileNotFoundError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
+    except run.StudyStopped as stopped:
+        raise Exit(str(stopped), code=stopped.code) from None
     if tune_only:
         print_tuning_answer(outcome, study, values)
     else:
@@ -115,7 +120,17 @@ def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
         for view, link in sorted(view_links(experiment, address).items()):
             print(f"  {experiment.name:<24} {view:<9} {link}")
     # The URI travels in the environment, not the command line, so a password never shows in `ps`.
-    c.run(f"mlflow server --host {host} --port {port} --workers 1", env={"MLFLOW_BACKEND_STORE_URI": uri}, pty=False)
+    command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1"]
+    _serve(command, env={"MLFLOW_BACKEND_STORE_URI": uri})
+
+
+def _serve(command: list[str], env: dict) -> None:
+    """A server in its own process group, stopped with all its children by SIGTERM, SIGHUP or Ctrl-C."""
+    from harness.processes import serve
+
+    code = serve(command, env=env)
+    if code:
+        raise Exit(code=code)
 
 
 @harness_task(
@@ -125,16 +140,18 @@ def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
 )
 def dashboard(c, storage=None, host="127.0.0.1", port=8080):
     """Start optuna-dashboard on the studies' Optuna storage: tuning histories, importances, trials."""
-    from optuna_dashboard import run_server
-
+    from harness.dashboard import STORAGE_VARIABLE
     from harness.storage import DEFAULT_STORAGE, StorageError, open_optuna_storage, redact
 
     try:
-        backend = open_optuna_storage(storage)
+        open_optuna_storage(storage)  # a bad storage is one line here, not a traceback from the server
     except StorageError as exc:
         raise Exit(f"error: {exc}", code=2) from None
     print(f"optuna-dashboard for {redact(storage or DEFAULT_STORAGE)} at http://{host}:{port}  (Ctrl-C to stop)")
-    run_server(backend, host=host, port=port)
+    here = str(Path(__file__).resolve().parent)  # the server imports harness wherever invoke runs from
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    env = {STORAGE_VARIABLE: storage or "", "PYTHONPATH": path}
+    _serve([sys.executable, "-m", "harness.dashboard", host, str(port)], env=env)
 
 
 DATA_HELP = {

@@ -27,7 +27,7 @@ SHORT_FLAGS = {
     "port": "p",
     "json": "j",
 }
-WHOLE_NUMBERS = ("seeds", "epochs", "trials", "workers", "port", "batch", "steps", "threads")
+WHOLE_NUMBERS = ("seeds", "epochs", "trials", "workers", "port", "batch", "steps", "threads", "max_seeds")
 
 
 class HarnessTask(Task):
@@ -110,6 +110,14 @@ def print_outcome(outcome, tracking_uri: str | None) -> None:
                 f"(seeds {seeds}): {reasons}",
                 file=sys.stderr,
             )
+    if outcome.verdicts:
+        print(
+            f"\nVerdicts against the reference {outcome.reference!r} (test micro-F1, paired over seeds, "
+            f"equivalent within ±{outcome.equivalence_margin:g}; README: Verdicts):"
+        )
+        print("\n".join(f"  {line}" for line in outcome.verdicts))
+    if outcome.settled:
+        print(outcome.settled)
     for unit in outcome.failed:
         print(f"FAILED {unit['variant']} seed {unit['seed']} ({unit['setting']}): {unit['reason']}", file=sys.stderr)
     uri = f" --tracking-uri {redact(tracking_uri)}" if tracking_uri else ""

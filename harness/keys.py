@@ -47,6 +47,12 @@ OUTCOME_TAGS = (FAILURE_REASON, DEGENERATE, RESUMED_FROM_EPOCH, DEGENERATE_KINDS
 # What ``harness.results`` reads into every row of its tables.
 READ_TAGS = (*(tag for tag in RUN_TAGS if tag != STORAGE), *OUTCOME_TAGS)
 
+# -- experiment tags: how a study's results are judged (written by the runner, read by the report) ------
+REFERENCE = "reference"  # the variant the others are compared with
+EQUIVALENCE_MARGIN = "equivalence_margin"  # the ± band of an "equivalent" verdict
+SEQUENTIAL_LOOKS = "sequential_looks"  # --until-settled: the seeds at each look so far ("5 10 15")
+SEQUENTIAL_MAX_SEEDS = "sequential_max_seeds"  # --until-settled: the most seeds it may add up to
+
 # -- metric keys -----------------------------------------------------------------------------------
 MICRO_F1 = "micro_f1"  # the selection and tuning objective (validation), and the headline (test)
 VAL_MICRO_F1 = f"val_{MICRO_F1}"

@@ -155,6 +155,15 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         str | None,
     ),
     RunOption("verbose", False, "show Optuna's and MLflow's INFO logs", RUN, bool),
+    RunOption(
+        "until_settled",
+        False,
+        "after the study's seeds, add 5 seeds a round until every comparison with the reference on test "
+        "micro-F1 is settled (better, worse or equivalent; O'Brien-Fleming group-sequential) or --max-seeds",
+        RUN,
+        bool,
+    ),
+    RunOption("max_seeds", 30, "with --until-settled: the most seeds it goes up to (default 30)", RUN, int),
 )
 RUN_HELP = {option.name: option.help for option in RUN_OPTIONS}
 

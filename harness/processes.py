@@ -75,7 +75,8 @@ def run_workers(
 
     ``target`` must be picklable (a module-level function, or a ``functools.partial`` of one). A
     worker that raises makes this raise ``WorkerError`` once the others have finished. Stopped
-    (a signal, Ctrl-C), it stops every worker within ``grace`` seconds and re-raises."""
+    (a signal, Ctrl-C), or a worker stopped by one, it stops every worker within ``grace`` seconds
+    and raises ``Stopped`` (``KeyboardInterrupt`` for Ctrl-C here)."""
     ctx = multiprocessing.get_context(context)
     results = ctx.Queue()
     workers = [
@@ -119,7 +120,9 @@ def _drain(results, values: dict, errors: list) -> None:
         _record(values, errors, index, ok, value)
 
 
-def _record(values: dict, errors: list, index: int, ok: bool, value) -> None:
+def _record(values: dict, errors: list, index: int, ok: bool | None, value) -> None:
+    if ok is None:  # the worker was stopped by a signal (Ctrl-C reaches it first, a scheduler may
+        raise Stopped(value)  # signal every process): the command is being stopped, all of it
     if ok:
         values[index] = value
     else:
@@ -147,18 +150,27 @@ def _now() -> float:
     return time.monotonic()
 
 
+def _stop_once(signum, _frame):
+    # Ctrl-C reaches the whole process group and the parent then forwards SIGTERM: the second
+    # signal must not cut short the clean-up the first one started (the parent kills after grace).
+    for other in (*STOP_SIGNALS, signal.SIGINT):
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
 def _worker_main(target, index: int, parent: int, results) -> None:
-    # Ctrl-C in a terminal reaches the whole process group: SIGINT stays KeyboardInterrupt here.
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise_stopped)
+    for signum in (*STOP_SIGNALS, signal.SIGINT):
+        signal.signal(signum, _stop_once)
     _watch_parent(parent)
     try:
         value = target(index)
-    except KeyboardInterrupt:
-        results.put((index, False, f"worker {index} stopped"))
+    except KeyboardInterrupt as stopped:
+        results.put((index, None, getattr(stopped, "signum", signal.SIGINT)))
         results.close()
         results.join_thread()
-        os._exit(130)
+        # SystemExit, not os._exit: multiprocessing's finalizers still run, so the semaphores this
+        # worker made (tqdm's lock) are released instead of reported leaked at shutdown.
+        raise SystemExit(130) from None
     except BaseException as exc:  # reported to the parent, which raises WorkerError
         results.put((index, False, f"worker {index}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
     else:

@@ -87,12 +87,35 @@ class Study:
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tags: dict = field(default_factory=dict)  # free-form, copied onto the MLflow experiment
     plugins: tuple[str, ...] = ()  # model files (absolute paths) or dotted modules the variants come from
+    # How the results are judged, not what they are (left out of the configuration: changing them
+    # re-runs nothing). reference: the variant the others are compared with (None: ``carat`` when
+    # the study has it, else the first variant); equivalence_margin: the ± band of "equivalent"
+    # (None: harness.verdicts.DEFAULT_EQUIVALENCE_MARGIN, 0.01).
+    reference: str | None = None
+    equivalence_margin: float | None = field(default=None, metadata={"file": (int, float)})
     # Computed by the loader, never written in a study file (metadata file=None):
     plugin_digests: dict = field(default_factory=dict, metadata=COMPUTED)  # plugin -> hash of its source
     quick: bool = field(default=False, metadata=COMPUTED)  # a smoke test: results go to their own experiment
     source: str = field(default="<memory>", metadata=COMPUTED)  # the file it was read from
+    # {variant: the study-wide overrides that are fields of it}, decided once per run by the plan
+    # (``harness.run.overrides``); a variant not in it takes every study-wide override.
+    override_targets: dict = field(default_factory=dict, metadata=COMPUTED)
 
     # -- what a run of this study consists of ------------------------------------------------
+    @property
+    def compared_with(self) -> str:
+        """The variant the others are compared with: ``reference``, else harness.verdicts.default_reference."""
+        from harness.verdicts import default_reference
+
+        return self.reference or default_reference(self.variants)
+
+    @property
+    def margin(self) -> float:
+        """The equivalence margin of the study's verdicts (its own, else the verdicts' default)."""
+        from harness.verdicts import DEFAULT_EQUIVALENCE_MARGIN
+
+        return DEFAULT_EQUIVALENCE_MARGIN if self.equivalence_margin is None else float(self.equivalence_margin)
+
     @property
     def experiment(self) -> str:
         """The MLflow experiment of this study's runs; smoke tests keep to their own."""
@@ -112,9 +135,15 @@ class Study:
                 out[f"{name}={value}"] = {name: value}
         return out
 
+    def overrides_for(self, variant: str) -> dict:
+        """The overrides ``variant`` runs with: the study-wide ones that are fields of it, then its own."""
+        targets = self.override_targets.get(variant)
+        shared = {k: v for k, v in self.overrides.items() if targets is None or k in targets}
+        return {**shared, **self.variant_overrides.get(variant, {})}
+
     def params_for(self, variant: str, setting: str) -> dict:
         """Fixed hyper-parameters of one (variant, setting): study, then variant, then sweep overrides."""
-        params = {**self.overrides, **self.variant_overrides.get(variant, {}), **self.settings()[setting]}
+        params = {**self.overrides_for(variant), **self.settings()[setting]}
         if self.epochs is not None:
             params["epochs"] = self.epochs
         return params
@@ -126,12 +155,9 @@ class Study:
     def fingerprint(self) -> str:
         """Hash of the study fields that change results, data sets aside (each data set's identity
         and content fingerprint join it per configuration, see ``config_hash``). Seeds, variants
-        and the trial budget are left out: a re-run may extend them and reuse finished runs."""
-        keyed = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ("name", "description", "variants", "seeds", "trials", "source", "datasets", "tags", "plugins")
-        }
+        and the trial budget are left out: a re-run may extend them and reuse finished runs; so are
+        ``reference`` and ``equivalence_margin``, which say how results are judged, not what they are."""
+        keyed = {k: v for k, v in asdict(self).items() if k not in NOT_IN_CONFIGURATION}
         return _digest(keyed)
 
     def config_hash(self, dataset: str, data_fingerprint: str) -> str:
@@ -181,6 +207,12 @@ class Study:
 
 
 QUICK_SUFFIX = ".quick"
+# Study fields that are no part of a configuration's identity (``Study.fingerprint``).
+NOT_IN_CONFIGURATION = (
+    *("name", "description", "variants", "seeds", "trials", "source", "datasets", "tags", "plugins"),
+    *("reference", "equivalence_margin"),  # analysis: how results are judged
+    "override_targets",  # derived from the overrides and the variants' fields
+)
 
 
 def _digest(value) -> str:

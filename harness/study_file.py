@@ -163,6 +163,12 @@ def _check_values(raw: dict, variants: list, seeds: list, fail) -> None:
     for key, values in raw.get("sweep", {}).items():
         if not isinstance(values, list) or not values:
             fail("sweep", f"{key!r} must map to a non-empty list of values")
+    reference = raw.get("reference")
+    if reference is not None and reference not in variants:
+        fail("reference", f"{reference!r} is not a variant of this study ({', '.join(variants)})")
+    margin = raw.get("equivalence_margin")
+    if margin is not None and (isinstance(margin, bool) or not (math.isfinite(margin) and margin > 0)):
+        fail("equivalence_margin", f"must be a positive number, got {margin!r}")
 
 
 def _plugins(entries: list, base_dir: Path, fail) -> tuple[list[str], dict]:

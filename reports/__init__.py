@@ -4,7 +4,7 @@ A report reads what MLflow recorded (``harness.results``) and runs no plugin cod
 
 - ``report``: ``generate``, one section per study, one part per data set (the orchestration)
 - ``collect``: a study's runs as the report sees them; ``configuration``: the configuration table
-- ``results_section``: results tables and significance against full CARAT; ``figures``: the figures
+- ``results_section``: results tables and significance against the reference; ``figures``: the figures
 - ``cross``: the verdict across data sets; ``runs_section``: warnings, flagged, failed and reported runs
 - ``links``: links to the MLflow UI; ``errors``: what a report refuses
 - ``tables``, ``significance``, ``ranks``, ``plots``, ``html``, ``references``: the building blocks

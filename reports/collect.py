@@ -39,6 +39,11 @@ class StudyRuns:
     tune_only: bool = False  # the last command on it was `invoke tune` (experiment tag planned_phases)
     description: str = ""
     experiment_id: str | None = None  # for links to the MLflow UI
+    # How its verdicts are judged, from the experiment's tags (the last command's study fields):
+    reference: str | None = None  # None: harness.verdicts.default_reference of the variants reported
+    equivalence_margin: float | None = None  # None: harness.verdicts.DEFAULT_EQUIVALENCE_MARGIN
+    sequential_looks: tuple[int, ...] = ()  # --until-settled: the seeds at each look
+    sequential_max_seeds: int | None = None
 
     @property
     def current(self) -> pd.DataFrame:
@@ -104,9 +109,27 @@ def load_study(client: MlflowClient, name: str) -> StudyRuns:
         tune_only=tags.get(keys.PLANNED_PHASES) == keys.TUNE,
         description=tags.get("mlflow.note.content", ""),
         experiment_id=experiment.experiment_id if experiment is not None else None,
+        **_judged_by(tags),
     )
     _set_expectations(study, tags)
     return study
+
+
+def _judged_by(tags: dict) -> dict:
+    """The reference, margin and sequential looks recorded on the experiment (absent: the defaults)."""
+    margin = tags.get(keys.EQUIVALENCE_MARGIN)
+    try:
+        margin = float(margin) if margin else None
+    except ValueError:  # a hand-edited tag: the default, rather than no report
+        margin = None
+    looks = tuple(int(n) for n in tags.get(keys.SEQUENTIAL_LOOKS, "").split() if n.isdigit())
+    most = tags.get(keys.SEQUENTIAL_MAX_SEEDS, "")
+    return {
+        "reference": tags.get(keys.REFERENCE) or None,
+        "equivalence_margin": margin,
+        "sequential_looks": looks,
+        "sequential_max_seeds": int(most) if most.isdigit() else None,
+    }
 
 
 def _set_expectations(study: StudyRuns, tags: dict) -> None:

@@ -28,6 +28,12 @@ def _configuration_table(runs: pd.DataFrame, current: pd.DataFrame, config_hash:
         source = runs if len(runs) else current
     fields = [
         *((title, _column(key)) for title, key in CONFIG_FIELDS),
+        ("Overrides applied (study file)", _column("params.overrides")),
+        *(
+            [("Contrastive queue size", _column("params.queue_size", missing="n/a (no queue)"))]
+            if "params.queue_size" in source and source["params.queue_size"].notna().any()
+            else []
+        ),
         ("Data loader", _column("params.data.loader")),
         ("Data files", _data_path),
         ("Data options", _data_options),
@@ -76,10 +82,10 @@ def _per_variant(runs: pd.DataFrame, read) -> str:
     return "; ".join(f"{value} ({', '.join(v for v, x in values.items() if x == value)})" for value in distinct)
 
 
-def _column(key: str):
+def _column(key: str, missing: str = "unknown"):
     def read(run) -> str:
         value = run.get(key)
-        return "unknown" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+        return missing if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
     return read
 

@@ -168,7 +168,7 @@ def _report_dataset(client, study, dataset: str, folder: Path, out_dir: Path, se
     heading = study.name + (f" on {dataset}" if several else "")
     config_md = folder / "configuration.md"
     config_md.write_text(f"# {heading}: configuration\n\n" + tables.markdown(config))
-    paths = [config_md] + _tables(heading, runs, dataset, folder, part)
+    paths = [config_md] + _tables(heading, runs, dataset, folder, part, study)
     paths += _figures(client, runs, folder, out_dir, part)
     part.files = [p.relative_to(out_dir).as_posix() for p in paths if p.suffix != ".png"]
     return part, paths

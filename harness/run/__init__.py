@@ -6,7 +6,7 @@ unit, one MLflow run) -> summary (the outcome, from MLflow); ``record`` says wha
 """
 
 from harness.options import RunOptions
-from harness.run.orchestrate import run
+from harness.run.orchestrate import StudyStopped, run
 from harness.run.plan import Plan, Unit, load_data, make_plan
 from harness.run.progress import quiet_libraries
 from harness.run.record import code_version, run_name
@@ -16,6 +16,7 @@ __all__ = [
     "Outcome",
     "Plan",
     "RunOptions",
+    "StudyStopped",
     "Unit",
     "code_version",
     "load_data",

@@ -111,6 +111,8 @@ def make_plan(study: Study, options: RunOptions) -> Plan:
         trainer.resolve_device(options.device)
     except (ValueError, RuntimeError) as exc:
         raise StudyError(f"--device {options.device}: {exc}") from None
+    from harness.run import overrides
+
     config_hashes, fingerprints, carve = {}, {}, {}
     for source in study.datasets:
         data = load_data(study, source.name)
@@ -121,6 +123,7 @@ def make_plan(study: Study, options: RunOptions) -> Plan:
         )
         fingerprints[source.name] = data.digest
         config_hashes[source.name] = study.config_hash(source.name, fingerprints[source.name])
+        study = overrides.decide(study, data.spec)  # which variants each study-wide override reaches
         _check_variants_build(study, data)
     return Plan(study, options, config_hashes, fingerprints, carve)
 
@@ -182,6 +185,8 @@ def experiment_tags(study: Study) -> dict:
         "datasets": ", ".join(d.name for d in study.datasets),
         "planned_variants": " ".join(study.variants),
         "planned_seeds": " ".join(map(str, study.seeds)),
+        keys.REFERENCE: study.compared_with,
+        keys.EQUIVALENCE_MARGIN: f"{study.margin:g}",
         **view_tags(len(study.datasets) > 1),
         **study.tags,
     }

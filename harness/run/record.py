@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness import keys
 from harness.config import TrainConfig
+from harness.run.overrides import applied_text
 from harness.run.plan import Plan, Unit
 from harness.storage import redact
 from harness.studies import Study
@@ -49,6 +50,7 @@ def run_params(study: Study, unit: Unit, train_cfg: TrainConfig, model) -> dict:
         "setting": unit.setting,
         "seed": unit.seed,
         "preset": study.preset,
+        "overrides": applied_text(study, unit.variant),  # what of the study file reached this variant
         "data": asdict(study.dataset(unit.dataset)),
         **train_cfg.to_dict(),
         **model_params(model),

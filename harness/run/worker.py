@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 import models
@@ -89,6 +90,19 @@ def _repeat(plan: Plan, queues: dict, trainer_: _Worker, client, on_stale) -> No
         time.sleep(POLL_SECONDS)
 
 
+def _size_from_data(model, train_cfg, data) -> str | None:
+    """Let a model size itself from the data (CARAT's queue, with ``queue_size`` None) so that the
+    size it chose is what its params log; the reason when it cannot train at this batch size."""
+    check = getattr(model, "check_training", None)
+    if check is None:
+        return None
+    try:
+        check(min(train_cfg.batch_size, data.splits["train"].n))
+    except ValueError as exc:
+        return redact_text(f"ValueError: {exc}")
+    return None
+
+
 def available_cpus() -> int:
     """The CPUs this process may run on (a SLURM task's allocation, a container's cgroup), not the
     machine's count."""
@@ -134,6 +148,18 @@ class _Worker:
         return {**params, **self.best.get((unit.variant, unit.dataset), {}), **study.settings()[unit.setting]}
 
     def train(self, claim: Claim) -> None:
+        try:
+            self._train(claim)
+        except BaseException as exc:  # a stop signal, Ctrl-C, a bug: leave the unit for a re-run, then stop
+            reason = f"interrupted: {exc}" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            claim.fail(redact_text(reason))
+            if claim.state() == TrialState.FAIL:  # its run may have ended FINISHED already
+                tracking.fail_runs_of_trial(
+                    self.client, self.plan.experiment_id, claim.queue.name, claim.number, reason
+                )
+            raise
+
+    def _train(self, claim: Claim) -> None:
         plan, study, unit, clock = self.plan, self.plan.study, Unit.of(claim.unit), _Clock()
         data = self.data(unit)
         clock.lap("time_data_s")
@@ -144,7 +170,14 @@ class _Worker:
         tags = run_tags(plan, unit, claim.number, claim.queue.name)
         with tracking.TrackedRun(self.client, plan.experiment_id, name, tags) as run, claim.alive():
             claim.set_attr("mlflow_run_id", run.run_id)
+            sized = _size_from_data(model, train_cfg, data)  # before its params are logged: the size is one
             run.log_params(run_params(study, unit, train_cfg, model))
+            if sized is not None:
+                run.end("FAILED", sized)
+                claim.fail(sized)
+                tqdm.write(f"FAILED {name}: {sized}")
+                self._settled()
+                return
             run.log_dataset(unit.dataset, data.digest, data.source, data_profile(data))
             clock.lap("time_tracking_s")
             result = self._fit(claim, unit, run, name, model, data, train_cfg, checkpoint)
@@ -199,9 +232,6 @@ class _Worker:
             run.end("FAILED", reason)
             claim.fail(reason)
             tqdm.write(f"FAILED {name}: {reason}\n{traceback.format_exc(limit=3)}")
-        except BaseException as exc:  # interrupted: fail both records, then stop
-            claim.fail(f"interrupted: {type(exc).__name__}")
-            raise
         self._settled()
         return None
 

@@ -117,6 +117,17 @@ def test_a_stop_signal_to_the_command_reaches_every_worker(tmp_path, signum):
 
 
 @pytest.mark.integration
+def test_a_worker_stopped_by_a_signal_stops_the_whole_command(tmp_path):
+    parent, pids = _start_command(tmp_path)
+    # Ctrl-C reaches the workers too (one process group), and a scheduler may signal each process:
+    # a worker that is stopped is the command being stopped, not a worker error (exit 1).
+    os.kill(pids[0], signal.SIGTERM)
+    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+    assert _wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=10)
+    assert sorted(p.name for p in tmp_path.glob("*.cleaned")) == ["worker0.cleaned", "worker1.cleaned"]
+
+
+@pytest.mark.integration
 def test_workers_of_a_command_killed_outright_stop_by_themselves(tmp_path):
     parent, pids = _start_command(tmp_path)
     parent.kill()  # SIGKILL: the command cannot forward anything

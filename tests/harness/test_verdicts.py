@@ -11,7 +11,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
-from harness import verdicts
+from harness import sequential, verdicts
 from harness.metrics import LOWER_IS_BETTER, METRIC_NAMES, higher_is_better
 from harness.verdicts import Comparison
 
@@ -254,7 +254,7 @@ LOOKS = (5, 10, 15, 20)
 
 
 def test_boundary_spends_alpha_as_obrien_fleming_says():
-    b = verdicts.boundary(LOOKS, 20)
+    b = sequential.boundary(LOOKS, 20)
     t = np.array(LOOKS) / 20
     np.testing.assert_allclose(b.spent, 2 - 2 * stats.norm.cdf(1.959964 / np.sqrt(t)), rtol=1e-5)
     assert b.z[0] == pytest.approx(stats.norm.isf(b.spent[0] / 2))
@@ -268,28 +268,28 @@ def test_boundary_spends_alpha_as_obrien_fleming_says():
 
 def test_boundary_refuses_bad_looks():
     with pytest.raises(ValueError, match="looks"):
-        verdicts.boundary((10, 5), 20)
+        sequential.boundary((10, 5), 20)
     with pytest.raises(ValueError, match="looks"):
-        verdicts.boundary((5, 25), 20)
+        sequential.boundary((5, 25), 20)
 
 
 def _simulate(shift: float, n_studies: int, seed: int, spread: float = 0.03):
     """Sequential and naive (p < 0.05 at any look) decisions over simulated studies of one comparison."""
     rng = np.random.default_rng(seed)
-    sequential, naive = [], []
+    decided, naive = [], []
     for _ in range(n_studies):
         diff = rng.normal(shift, spread, LOOKS[-1])
-        settled, _ = verdicts.settle({"v": diff}, LOOKS, LOOKS[-1], "micro_f1")
-        sequential.append(settled["v"].verdict)
+        settled, _ = sequential.settle({"v": diff}, LOOKS, LOOKS[-1], "micro_f1")
+        decided.append(settled["v"].verdict)
         naive.append(any(verdicts.paired_test(diff[:n], np.zeros(n))[1] < 0.05 for n in LOOKS))
-    return np.array(sequential), np.array(naive)
+    return np.array(decided), np.array(naive)
 
 
 def test_sequential_false_positive_rate_is_at_most_alpha_and_naive_looks_exceed_it():
     n_studies = 300  # about 5 s on a loaded 2-core machine; the slow test below runs 2000
-    sequential, naive = _simulate(0.0, n_studies, seed=2026)
+    decided, naive = _simulate(0.0, n_studies, seed=2026)
     error = 2.5 * math.sqrt(0.05 * 0.95 / n_studies)  # 2.5 standard errors of a rate of 0.05
-    false_positive = np.isin(sequential, ["better", "worse"]).mean()
+    false_positive = np.isin(decided, ["better", "worse"]).mean()
     assert false_positive <= 0.05 + error
     assert naive.mean() > 0.05 + error  # looking four times without a correction: the test has teeth
 
@@ -299,7 +299,7 @@ def test_sequential_family_wise_rate_over_three_comparisons_and_six_looks():
     looks, rng, n_studies, hits = (5, 10, 15, 20, 25, 30), np.random.default_rng(1), 2000, 0
     for _ in range(n_studies):
         diffs = {name: rng.normal(0, 0.03, 30) for name in ("a", "b", "c")}
-        settled, _ = verdicts.settle(diffs, looks, 30, "micro_f1")
+        settled, _ = sequential.settle(diffs, looks, 30, "micro_f1")
         hits += any(r.verdict in ("better", "worse") for r in settled.values())
     assert hits / n_studies <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / n_studies)
 
@@ -309,7 +309,7 @@ def test_sequential_false_equivalence_at_the_margin_is_at_most_alpha():
     n_studies, hits = 200, 0
     for _ in range(n_studies):
         diff = rng.normal(0.01, 0.005, LOOKS[-1])  # the true difference sits on the margin: not equivalent
-        hits += verdicts.settle({"v": diff}, LOOKS, LOOKS[-1], "micro_f1")[0]["v"].verdict == "equivalent"
+        hits += sequential.settle({"v": diff}, LOOKS, LOOKS[-1], "micro_f1")[0]["v"].verdict == "equivalent"
     assert hits / n_studies <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / n_studies)
 
 
@@ -321,17 +321,17 @@ def test_sequential_settles_clear_cases_early_and_reads_resumed_looks_the_same()
         "close": rng.normal(0.0, 0.002, 20),
         "noise": rng.normal(0.0, 0.05, 20),
     }
-    settled, used = verdicts.settle(diffs, LOOKS, 20, "micro_f1")
+    settled, used = sequential.settle(diffs, LOOKS, 20, "micro_f1")
     assert settled["degraded"].verdict == "worse" and settled["degraded"].look is not None
     assert settled["degraded"].look < len(LOOKS) - 1  # settled before the last round
     assert settled["copy"].verdict == "equivalent" and settled["copy"].look == 0
     assert settled["close"].verdict == "equivalent"
     assert settled["noise"].verdict == "inconclusive" and not settled["noise"].settled
     assert used.looks == LOOKS and used.max_n == 20
-    hl = verdicts.settle({"degraded": diffs["degraded"]}, LOOKS, 20, "hamming_loss")[0]["degraded"]
+    hl = sequential.settle({"degraded": diffs["degraded"]}, LOOKS, 20, "hamming_loss")[0]["degraded"]
     assert hl.verdict == "better"  # a lower Hamming loss
     # An interrupted run resumed after two looks reaches the same verdicts for what those looks settled.
-    early, _ = verdicts.settle({k: v[:10] for k, v in diffs.items()}, LOOKS[:2], 20, "micro_f1")
+    early, _ = sequential.settle({k: v[:10] for k, v in diffs.items()}, LOOKS[:2], 20, "micro_f1")
     for name, r in early.items():
         if r.settled:
             assert settled[name] == r
