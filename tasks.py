@@ -73,8 +73,6 @@ tune = harness_task(name="tune", help={**STUDY_HELP, **RUN_HELP})(with_options(_
 )
 def variants(c, plugin=None, check=False):
     """List every registered model (CARAT variants, baselines, plugins) with its one-line description."""
-    from pathlib import Path
-
     import models
 
     try:
@@ -110,15 +108,11 @@ def _server_help(store: str, help_text: str, port: int) -> dict:
 @harness_task(help=_server_help("tracking_uri", "MLflow store (default runs/mlflow.db)", 5000))
 def ui(c, tracking_uri=None, host="127.0.0.1", port=5000):
     """Start the MLflow UI on the study store, with links that open each study ready to compare."""
-    from harness.storage import prepare_tracking, redact
-    from harness.tracking import client_for, view_links
+    from harness.cli import print_ui_links
+    from harness.storage import prepare_tracking
 
     uri = prepare_tracking(tracking_uri)
-    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    print(f"MLflow UI for {redact(uri)} at {address}  (Ctrl-C to stop)")
-    for experiment in client_for(uri).search_experiments():
-        for view, link in sorted(view_links(experiment, address).items()):
-            print(f"  {experiment.name:<24} {view:<9} {link}")
+    print_ui_links(uri, host, port)
     # The URI travels in the environment, not the command line, so a password never shows in `ps`.
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1"]
     _serve(command, env={"MLFLOW_BACKEND_STORE_URI": uri})
@@ -193,12 +187,10 @@ REPORT_HELP = {
 @harness_task(help=REPORT_HELP, iterable=["study"])
 def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None):
     """Write tables (Markdown, LaTeX, CSV), significance tests and figures of finished studies to one index.html."""
-    from pathlib import Path
-
     import optuna
 
     import reports
-    from harness.cli import tuning_status
+    from harness.cli import print_report_summary
     from harness.storage import StorageError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command sets the libraries' log levels
@@ -211,16 +203,7 @@ def report(c, study=None, tracking_uri=None, storage=None, out=None, ui_url=None
         )
     except (reports.ReportError, StorageError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
-    for name, info in summary.items():
-        if info["status"] == "tuning only":  # `invoke tune` ran it: no repeats are expected, none is missing
-            print(f"{name:<20} {tuning_status(info)}")
-            continue
-        missing = sum(len(seeds) for seeds in info["missing"].values())
-        flagged = f", {info['n_flagged']} flagged as no finding" if info["n_flagged"] else ""
-        print(
-            f"{name:<20} {info['status']}: {info['n_finished']} finished repeat runs{flagged}, "
-            f"{info['n_failed']} failed, {missing} expected run(s) missing"
-        )
+    print_report_summary(summary)
     print(out_dir / "index.html")
 
 
@@ -253,30 +236,13 @@ def bench(
     device="cpu",
 ):
     """Benchmark training-step time, peak memory, FLOPs and fraction of matmul peak (and whole-study wall time)."""
-    import json as json_lib
-    from pathlib import Path
-
-    import pandas as pd
-
-    from harness.cli import run_benchmarks, write_bench_files
+    from harness.cli import run_benchmarks, show_bench
     from harness.storage import RUNS_DIR
+
+    options = dict(preset=preset, batch=batch, steps=steps, threads=threads, precision=precision, device=device)
 
     try:
         results, peaks = run_benchmarks(only, preset, batch, steps, threads, precision, studies, device)
     except (ValueError, RuntimeError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
-    table = pd.DataFrame(results).drop(columns=["torch"], errors="ignore")
-    if json:
-        for result in results:
-            print(json_lib.dumps(result))
-    else:
-        print(table.to_string(index=False))
-    if only:
-        return
-    folder = Path(out) if out else RUNS_DIR / "bench"
-    command = (
-        f"invoke bench --preset {preset} --batch {batch} --steps {steps} --threads {threads} --precision {precision}"
-        f" --device {device}"
-    )
-    write_bench_files(folder, results, table, peaks, command, threads)
-    print(f"wrote {folder / 'bench.md'} and {folder / 'bench.json'}", file=sys.stderr if json else sys.stdout)
+    show_bench(results, peaks, json, None if only else (Path(out) if out else RUNS_DIR / "bench"), options)

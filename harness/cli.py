@@ -272,3 +272,49 @@ def run_benchmarks(only, preset, batch, steps, threads, precision, studies, devi
         print(f"bench study no_shuffle, {workers} worker(s) ...", file=sys.stderr, flush=True)
         results.append(benchmarks.time_study("no_shuffle", workers))
     return results, peaks
+
+
+def print_report_summary(summary: dict) -> None:
+    """One line per reported study: its status and run counts (``invoke report``)."""
+    for name, info in summary.items():
+        if info["status"] == "tuning only":  # `invoke tune` ran it: no repeats are expected, none is missing
+            print(f"{name:<20} {tuning_status(info)}")
+            continue
+        missing = sum(len(seeds) for seeds in info["missing"].values())
+        flagged = f", {info['n_flagged']} flagged as no finding" if info["n_flagged"] else ""
+        print(
+            f"{name:<20} {info['status']}: {info['n_finished']} finished repeat runs{flagged}, "
+            f"{info['n_failed']} failed, {missing} expected run(s) missing"
+        )
+
+
+def print_ui_links(uri: str, host: str, port: int) -> None:
+    """Where ``invoke ui`` serves, and the links that open each study's runs ready to compare."""
+    from harness.storage import redact
+    from harness.tracking import client_for, view_links
+
+    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"MLflow UI for {redact(uri)} at {address}  (Ctrl-C to stop)")
+    for experiment in client_for(uri).search_experiments():
+        for view, link in sorted(view_links(experiment, address).items()):
+            print(f"  {experiment.name:<24} {view:<9} {link}")
+
+
+def show_bench(results: list[dict], peaks: dict, as_json: bool, folder, options: dict) -> None:
+    """Print the bench's cases (a table, or JSON lines) and, unless ``folder`` is None (``--only``), write
+    bench.md and bench.json there with the command that reproduces them."""
+    import json
+
+    import pandas as pd
+
+    table = pd.DataFrame(results).drop(columns=["torch"], errors="ignore")
+    if as_json:
+        for result in results:
+            print(json.dumps(result))
+    else:
+        print(table.to_string(index=False))
+    if folder is None:
+        return
+    command = "invoke bench " + " ".join(f"--{key} {value}" for key, value in options.items())
+    write_bench_files(folder, results, table, peaks, command, options["threads"])
+    print(f"wrote {folder / 'bench.md'} and {folder / 'bench.json'}", file=sys.stderr if as_json else sys.stdout)

@@ -5,8 +5,8 @@ float masks of the same size: about 10 GB at the paper configuration. ``supcon_c
 computes the same loss and gradient one chunk x chunk block at a time inside a custom
 autograd function that keeps up to ``KEPT_BLOCK_BYTES`` of blocks for backward and
 recomputes the rest there: beyond the vectors themselves, its memory is bounded, whatever
-the queue size. ``supcon_dense`` is the
-straightforward reference form, kept for tests on small shapes.
+the queue size. The straightforward dense form is in tests/models/test_contrastive.py, the
+reference the chunked one is checked against on small shapes.
 
 Loss of anchor i (contrast set = every other vector of batch and queue):
     l_i = logsumexp_{k != i} s_ik - mean_{p in P(i)} s_ip,   s_ik = <x_i, x_k> / temperature
@@ -27,29 +27,6 @@ from torch import nn
 from models.base import at_least_float32, float32_region
 
 
-def supcon_dense(
-    batch: torch.Tensor,
-    batch_classes: torch.Tensor,
-    queue: torch.Tensor,
-    queue_classes: torch.Tensor,
-    queue_anchors: bool,
-    temperature: float = 0.07,
-) -> torch.Tensor:
-    """The reference's dense SupCon (full masks); only for small shapes and tests."""
-    features = torch.cat([batch, queue])
-    classes = torch.cat([batch_classes, queue_classes]).to(features.dtype).view(-1, 1)
-    n_anchors = features.shape[0] if queue_anchors else batch.shape[0]
-    positives = torch.eq(classes[:n_anchors], classes.T).to(features.dtype)
-    logits = features[:n_anchors] @ features.T / temperature
-    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
-    anchor_index = torch.arange(n_anchors, device=features.device).view(-1, 1)
-    not_self = torch.ones_like(positives).scatter(1, anchor_index, 0.0)
-    positives = positives * not_self
-    log_prob = logits - torch.log((torch.exp(logits) * not_self).sum(1, keepdim=True) + 1e-12)
-    mean_log_prob_pos = (positives * log_prob).sum(1) / (positives.sum(1) + 1e-12)
-    return -mean_log_prob_pos.mean()
-
-
 def supcon_chunked(
     batch: torch.Tensor,
     batch_classes: torch.Tensor,
@@ -59,7 +36,7 @@ def supcon_chunked(
     temperature: float = 0.07,
     chunk_size: int = 1024,
 ) -> torch.Tensor:
-    """Same value and gradient (w.r.t. ``batch``) as ``supcon_dense``, in bounded memory.
+    """Same value and gradient (w.r.t. ``batch``) as the reference's dense SupCon, in bounded memory.
 
     ``batch`` (N, dz) carries the gradient; ``queue`` (Q, dz) is constant. Classes are
     float or integer ids (N,) and (Q,); equal ids are positives.

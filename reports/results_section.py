@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.verdicts import DEFAULT_EQUIVALENCE_MARGIN, default_reference
-from reports import ranks, references, significance, tables
+from reports import rank_tables, references, significance, tables
 from reports.cross import HEADLINE_METRIC
 from reports.html import Part
 
@@ -82,7 +82,7 @@ def _sequential_note(study, runs: pd.DataFrame, result: pd.DataFrame, reference:
     return (
         f"Seeds added sequentially (--until-settled: looks at {', '.join(map(str, looks))} of at most {most} "
         f"seeds, O'Brien-Fleming group-sequential boundary, harness/sequential.py). Sequential verdicts on "
-        f"{ranks.title(HEADLINE_METRIC)}: {said}. The table's verdicts are the fixed-sample ones over every seed."
+        f"{rank_tables.title(HEADLINE_METRIC)}: {said}. The table's verdicts are the fixed-sample ones over every seed."
     )
 
 
@@ -99,7 +99,7 @@ def _significance_html(result: pd.DataFrame, reference: str, sequential: str = "
     every = tables.html(significance.table(result, reference, notes=False), css_class="significance")
     return (
         named
-        + f"<p class='note'>{ranks.title(HEADLINE_METRIC)} shown; every metric below.</p>"
+        + f"<p class='note'>{rank_tables.title(HEADLINE_METRIC)} shown; every metric below.</p>"
         + tables.html(significance.table(headline, reference), css_class="significance")
         + f"<details><summary>Every metric ({len(result)} comparisons)</summary>{every}</details>"
     )

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,23 +73,20 @@ MOSEI_ALIGNED = SequenceLayout(
     label_names=MOSEI_LABELS,
     neg_inf_as_zero=("audio",),
 )
-MOSEI_UNALIGNED = SequenceLayout(
+MOSEI_UNALIGNED = replace(
+    MOSEI_ALIGNED,
     dataset_name="mosei_unaligned",
     file_name="mosei_senti_data_noalign.pkl",
     keys={"text": "text", "vision": "visual", "audio": "audio"},
-    dims={"text": 300, "visual": 35, "audio": 74},
     lengths={"text": 50, "visual": 500, "audio": 500},
-    label_names=MOSEI_LABELS,
-    neg_inf_as_zero=("audio",),
 )
-M3ED = SequenceLayout(
+# DATA_FORMATS.md: the reference zeroes M3ED's -inf audio as MOSEI's (neg_inf_as_zero kept).
+M3ED = replace(
+    MOSEI_ALIGNED,
     dataset_name="m3ed",
     file_name="m3ed_data.pt",
-    keys={"src-text": "text", "src-visual": "visual", "src-audio": "audio"},
     dims={"text": 768, "visual": 1024, "audio": 342},
-    lengths={"text": 60, "visual": 60, "audio": 60},
     label_names=M3ED_LABELS,
-    neg_inf_as_zero=("audio",),  # DATA_FORMATS.md: the reference zeroes M3ED's -inf audio as MOSEI's
 )
 
 MASK_RULES = {False: "all steps real (reference)", True: "all-zero rows are padding"}
@@ -117,22 +114,24 @@ def default_data_folder() -> tuple[Path, str]:
     return Path(DEFAULT_DATA_FOLDER).resolve(), f"{DEFAULT_DATA_FOLDER}/ under the current folder ({DATA_ENV} unset)"
 
 
+def _load_pt_file(layout: SequenceLayout, data_path, max_len, truncate: bool, mask_padding: bool, size: str):
+    limit = _sample_limit(size)
+    path = resolve_file(data_path, layout.file_name, layout.dataset_name)
+    return _load_pt_layout(path, layout, max_len, truncate, mask_padding, limit)
+
+
 def load_mosei_aligned(
     data_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False, size: str = "full"
 ) -> MultimodalDataset:
     """CMU-MOSEI word-aligned features (``train_valid_test.pt``, as used by TAILOR and CARAT)."""
-    limit = _sample_limit(size)
-    path = resolve_file(data_path, MOSEI_ALIGNED.file_name, MOSEI_ALIGNED.dataset_name)
-    return _load_pt_layout(path, MOSEI_ALIGNED, max_len, truncate, mask_padding, limit)
+    return _load_pt_file(MOSEI_ALIGNED, data_path, max_len, truncate, mask_padding, size)
 
 
 def load_m3ed(
     data_path=None, max_len=None, truncate: bool = False, mask_padding: bool = False, size: str = "full"
 ) -> MultimodalDataset:
     """M3ED as converted by the CARAT authors (``m3ed_data.pt``, 60 steps, 7 labels)."""
-    limit = _sample_limit(size)
-    path = resolve_file(data_path, M3ED.file_name, M3ED.dataset_name)
-    return _load_pt_layout(path, M3ED, max_len, truncate, mask_padding, limit)
+    return _load_pt_file(M3ED, data_path, max_len, truncate, mask_padding, size)
 
 
 def load_mosei_unaligned(

@@ -32,12 +32,13 @@ have realistic variable lengths, zero-padded at the end; padded steps are exact 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
 import numpy as np
 
 from harness.data.dataset import SPLITS, MultimodalDataset, Split
+from harness.data.generator_checks import fraction_problems, raise_problems, signal_noise_problems
 
 MODALITIES = ("text", "visual", "audio")
 DIMS = {"text": 300, "visual": 35, "audio": 74}
@@ -95,24 +96,16 @@ class SyntheticConfig:
             problems.append(f"size must be one of {list(SPLIT_SIZES)}, got {self.size!r}")
         if self.seq_len is not None and (not isinstance(self.seq_len, int) or self.seq_len < 2):
             problems.append(f"seq_len must be None or an int >= 2, got {self.seq_len!r}")
-        for name in ("specificity", "label_correlation", "evidence_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        problems += fraction_problems(self, ("specificity", "label_correlation", "evidence_fraction"))
         if not 0.0 <= self.corruption < 1.0:
             problems.append(f"corruption must be in [0, 1), got {self.corruption}")
-        if self.signal < 0 or self.noise <= 0:
-            problems.append(f"signal must be >= 0 and noise > 0, got {self.signal}, {self.noise}")
+        problems += signal_noise_problems(self.signal, self.noise)
         unknown = sorted(set(self.complementary) - set(LABELS))
         if unknown:
             problems.append(f"complementary names unknown labels {unknown}; valid: {list(LABELS)}")
         if self.corruption_kind not in CORRUPTION_KINDS:
             problems.append(f"corruption_kind must be one of {list(CORRUPTION_KINDS)}, got {self.corruption_kind!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        raise_problems(problems)
 
     def lengths(self) -> dict[str, int]:
         if self.aligned:

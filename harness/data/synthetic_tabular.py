@@ -36,12 +36,13 @@ Features are already on a common scale (no per-feature scaler needed); masks are
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
 import numpy as np
 
 from harness.data.dataset import SPLITS, MultimodalDataset, Split
+from harness.data.generator_checks import fraction_problems, raise_problems, signal_noise_problems
 
 VIEW_NAMES = ("view1", "view2", "view3")
 
@@ -74,9 +75,7 @@ class TabularConfig:
             problems.append(f"view_dims must give 2 to {len(VIEW_NAMES)} view sizes, got {self.view_dims!r}")
         elif any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.view_dims):
             problems.append(f"every view size must be an int >= 1, got {self.view_dims!r}")
-        for name in ("specificity", "label_correlation"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        problems += fraction_problems(self, ("specificity", "label_correlation"))
         if (
             isinstance(self.n_complementary, bool)
             or not isinstance(self.n_complementary, int)
@@ -85,14 +84,8 @@ class TabularConfig:
             problems.append(f"n_complementary must be an int in [0, n_labels], got {self.n_complementary!r}")
         if len(self.prevalence) != 2 or not all(0.0 < p < 1.0 for p in self.prevalence):
             problems.append(f"prevalence must be two values in (0, 1), got {self.prevalence!r}")
-        if self.signal < 0 or self.noise <= 0:
-            problems.append(f"signal must be >= 0 and noise > 0, got {self.signal}, {self.noise}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        problems += signal_noise_problems(self.signal, self.noise)
+        raise_problems(problems)
 
     @property
     def views(self) -> tuple[str, ...]:

@@ -228,29 +228,45 @@ class KNNBinaryRelevance(PooledModel):
         return positive_columns(self.model_.estimators_, self.model_.predict_proba(x))
 
 
-@register
-def br(spec, preset="small", **overrides):
-    """Binary relevance: one logistic regression per label on pooled features."""
-    config = build_config(LogisticConfig, preset_values(LOGISTIC_PRESETS, preset, "br"), overrides, "br")
-    return BinaryRelevance(spec, config)
+# name: (model, its configuration, presets, the one-line difference `invoke variants` shows)
+CLASSIC_MODELS = {
+    "br": (
+        BinaryRelevance,
+        LogisticConfig,
+        LOGISTIC_PRESETS,
+        "Binary relevance: one logistic regression per label on pooled features.",
+    ),
+    "cc": (
+        ClassifierChainEnsemble,
+        ClassifierChainConfig,
+        CHAIN_PRESETS,
+        "Classifier chains: logistic regressions chained over labels, averaged over seeded random orders.",
+    ),
+    "lp": (
+        LabelPowerset,
+        LogisticConfig,
+        LOGISTIC_PRESETS,
+        "Label powerset: multinomial logistic regression over the label sets seen in training.",
+    ),
+    "knn_br": (
+        KNNBinaryRelevance,
+        KNNConfig,
+        KNN_PRESETS,
+        "k-NN binary relevance: one k-nearest-neighbour classifier per label on pooled features.",
+    ),
+}
 
 
-@register
-def cc(spec, preset="small", **overrides):
-    """Classifier chains: logistic regressions chained over labels, averaged over seeded random orders."""
-    config = build_config(ClassifierChainConfig, preset_values(CHAIN_PRESETS, preset, "cc"), overrides, "cc")
-    return ClassifierChainEnsemble(spec, config)
+def _builder(name: str):
+    model_cls, config_cls, presets, doc = CLASSIC_MODELS[name]
+
+    def build(spec, preset="small", **overrides):
+        return model_cls(spec, build_config(config_cls, preset_values(presets, preset, name), overrides, name))
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return build
 
 
-@register
-def lp(spec, preset="small", **overrides):
-    """Label powerset: multinomial logistic regression over the label sets seen in training."""
-    config = build_config(LogisticConfig, preset_values(LOGISTIC_PRESETS, preset, "lp"), overrides, "lp")
-    return LabelPowerset(spec, config)
-
-
-@register
-def knn_br(spec, preset="small", **overrides):
-    """k-NN binary relevance: one k-nearest-neighbour classifier per label on pooled features."""
-    config = build_config(KNNConfig, preset_values(KNN_PRESETS, preset, "knn_br"), overrides, "knn_br")
-    return KNNBinaryRelevance(spec, config)
+for _name in CLASSIC_MODELS:
+    register(_builder(_name), name=_name)

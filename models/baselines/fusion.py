@@ -63,19 +63,26 @@ FUSION_PRESETS = {
 }
 
 
+def _embeddings(spec, config: FusionConfig) -> nn.ModuleDict:
+    return nn.ModuleDict(
+        {m: ModalityEmbedding(dim, config.d_model, config.embed_dropout) for m, (_, dim) in spec.modalities.items()}
+    )
+
+
+def _encoder(config: FusionConfig) -> nn.Module:
+    c = config
+    return self_attention_encoder(c.d_model, c.n_heads, c.n_layers, c.ff_mult, c.dropout, c.checkpoint_layers)
+
+
 class EarlyFusion(LogitModel):
     """One Transformer over the time-concatenated tokens of every modality; masked mean; MLP to logits."""
 
     def __init__(self, spec, config: FusionConfig):
         super().__init__(spec, config)
         d = config.d_model
-        self.embed = nn.ModuleDict(
-            {m: ModalityEmbedding(dim, d, config.embed_dropout) for m, (_, dim) in spec.modalities.items()}
-        )
+        self.embed = _embeddings(spec, config)
         self.modality_embedding = nn.Parameter(torch.randn(len(spec.modalities), d) * 0.02)
-        self.encoder = self_attention_encoder(
-            d, config.n_heads, config.n_layers, config.ff_mult, config.dropout, config.checkpoint_layers
-        )
+        self.encoder = _encoder(config)
         self.head = classifier_head(d, d, spec.n_labels, config.dropout)
 
     def logits(self, inputs, masks):
@@ -92,17 +99,8 @@ class LateFusion(LogitModel):
     def __init__(self, spec, config: FusionConfig):
         super().__init__(spec, config)
         d = config.d_model
-        self.embed = nn.ModuleDict(
-            {m: ModalityEmbedding(dim, d, config.embed_dropout) for m, (_, dim) in spec.modalities.items()}
-        )
-        self.encoders = nn.ModuleDict(
-            {
-                m: self_attention_encoder(
-                    d, config.n_heads, config.n_layers, config.ff_mult, config.dropout, config.checkpoint_layers
-                )
-                for m in spec.modality_names
-            }
-        )
+        self.embed = _embeddings(spec, config)
+        self.encoders = nn.ModuleDict({m: _encoder(config) for m in spec.modality_names})
         self.heads = nn.ModuleDict(
             {m: classifier_head(d, d, spec.n_labels, config.dropout) for m in spec.modality_names}
         )

@@ -73,30 +73,16 @@ class MulTConfig:
 
 # MulT used 30-40 per modality and 4-5 crossmodal layers; 128 keeps the per-target width
 # (M-1) * d = 256 for three modalities, the size of the other baselines and of CARAT.
+_MULT_DROPOUTS = dict(dropout=0.1, embed_dropout=0.25, out_dropout=0.1)
+_MULT_PAPER = dict(
+    d_model=128, n_heads=8, cross_layers=4, self_layers=3, ff_mult=4, pool="last", checkpoint_layers=True
+)
+_MULT_PAPER.update(_MULT_DROPOUTS)
+_MULT_SMALL_SIZES = dict(d_model=64, n_heads=4, cross_layers=1, self_layers=1, ff_mult=2, embed_dropout=0.0)
 MULT_PRESETS = {
-    "paper": dict(
-        d_model=128,
-        n_heads=8,
-        cross_layers=4,
-        self_layers=3,
-        ff_mult=4,
-        dropout=0.1,
-        embed_dropout=0.25,
-        out_dropout=0.1,
-        pool="last",
-        checkpoint_layers=True,
-    ),
-    "small": dict(
-        d_model=64,
-        n_heads=4,
-        cross_layers=1,
-        self_layers=1,
-        ff_mult=2,
-        dropout=0.1,
-        embed_dropout=0.0,
-        out_dropout=0.1,
-        pool="last",
-    ),
+    "paper": _MULT_PAPER,
+    # The paper's mechanism scaled down: narrower, one layer of each kind, no recomputation.
+    "small": dict(_MULT_PAPER, **_MULT_SMALL_SIZES, checkpoint_layers=False),
 }
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import trainer
+from harness import checkpoints, trainer
 from harness.config import TrainConfig
 from harness.data.dataset import MultimodalDataset, Split
 from models.base import LossOutput, NeuralModel, masked_mean
@@ -288,7 +288,7 @@ def test_both_checkpoints_damaged_or_not_a_checkpoint_start_afresh(tmp_path, dat
     assert resumed.resumed_from_epoch == 0 and len(resumed.history) == 2
     assert "it lacks identity" in out and "unit.pt.prev cannot be read" in out
     assert (tmp_path / "unit.pt.corrupt").is_file() and (tmp_path / "unit.pt.prev.corrupt").is_file()
-    trainer.remove_checkpoint(checkpoint)
+    checkpoints.remove_checkpoint(checkpoint)
     assert not checkpoint.exists() and not (tmp_path / "unit.pt.prev").exists()
 
 

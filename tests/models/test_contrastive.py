@@ -4,7 +4,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.contrastive import FeatureQueue, supcon_chunked, supcon_dense
+from models.contrastive import FeatureQueue, supcon_chunked
+
+
+def supcon_dense(
+    batch: torch.Tensor,
+    batch_classes: torch.Tensor,
+    queue: torch.Tensor,
+    queue_classes: torch.Tensor,
+    queue_anchors: bool,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """The reference's dense SupCon (full masks, CARAT.md 2.10), written as the reference writes it."""
+    features = torch.cat([batch, queue])
+    classes = torch.cat([batch_classes, queue_classes]).to(features.dtype).view(-1, 1)
+    n_anchors = features.shape[0] if queue_anchors else batch.shape[0]
+    positives = torch.eq(classes[:n_anchors], classes.T).to(features.dtype)
+    logits = features[:n_anchors] @ features.T / temperature
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    anchor_index = torch.arange(n_anchors, device=features.device).view(-1, 1)
+    not_self = torch.ones_like(positives).scatter(1, anchor_index, 0.0)
+    positives = positives * not_self
+    log_prob = logits - torch.log((torch.exp(logits) * not_self).sum(1, keepdim=True) + 1e-12)
+    mean_log_prob_pos = (positives * log_prob).sum(1) / (positives.sum(1) + 1e-12)
+    return -mean_log_prob_pos.mean()
 
 
 def _problem(n_batch=37, n_queue=29, dim=8, n_classes=5, random_queue=8, dtype=torch.float64, seed=0):

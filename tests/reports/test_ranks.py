@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from reports import ranks
+from reports import rank_tables, ranks
 from reports.significance import holm
 
 # 3 variants x 4 data sets, higher is better. Ranks per data set (1 = best):
@@ -149,7 +149,7 @@ def test_undetectable_is_flagged_exactly_when_even_a_perfect_ordering_cannot_dif
         assert any("no pair can differ under Nemenyi" in note for note in result.notes)
     if "wilcoxon-holm" in result.undetectable:
         assert any("no pair can be significant under Wilcoxon-Holm" in note for note in result.notes)
-    assert ranks.rank_frame([result])["undetectable"].iloc[0] == " ".join(result.undetectable)
+    assert rank_tables.rank_frame([result])["undetectable"].iloc[0] == " ".join(result.undetectable)
 
 
 def test_undetectable_cases_by_hand():
@@ -211,7 +211,7 @@ def test_too_little_to_test_gives_nan_and_a_note(table, tmp_path):
     assert not result.differ
     assert result.pairwise["wilcoxon_p"].isna().all() and result.pairwise["nemenyi_p"].isna().all()
     assert any("need at least 2 variants and 2 complete data sets" in note for note in result.notes)
-    paths = ranks.write([result], tmp_path)
+    paths = rank_tables.write([result], tmp_path)
     assert {p.name for p in paths} == {"ranks.csv", "ranks_pairwise.csv", "ranks.md"}  # no diagram to draw
     assert "need at least 2 variants" in (tmp_path / "ranks.md").read_text()
 
@@ -246,7 +246,7 @@ def test_write_tables_and_diagrams(tmp_path):
     scores = random_frame(8, ["carat", "mean_pool_mlp", "br", "late_fusion"], seed=4)
     scores["hamming_loss"] = 1 - scores["micro_f1"]
     results = ranks.verdicts(scores, [("micro_f1", True), ("hamming_loss", False)])
-    paths = ranks.write(results, tmp_path)
+    paths = rank_tables.write(results, tmp_path)
     assert {p.name for p in paths} == {
         "ranks.csv",
         "ranks_pairwise.csv",
@@ -255,7 +255,7 @@ def test_write_tables_and_diagrams(tmp_path):
         "critical_difference_wilcoxon.png",
     }
     table = pd.read_csv(tmp_path / "ranks.csv")
-    assert list(table.columns) == ranks.RANK_COLUMNS
+    assert list(table.columns) == rank_tables.RANK_COLUMNS
     assert len(table) == 8 and set(table["metric"]) == {"micro_f1", "hamming_loss"}
     f1 = table[table["metric"] == "micro_f1"].set_index("variant")
     assert f1["average_rank"].to_dict() == pytest.approx(results[0].average_ranks.to_dict())
@@ -264,7 +264,7 @@ def test_write_tables_and_diagrams(tmp_path):
     hl = table[table["metric"] == "hamming_loss"].set_index("variant")
     assert hl["average_rank"].to_dict() == pytest.approx(f1["average_rank"].to_dict())
     pairwise = pd.read_csv(tmp_path / "ranks_pairwise.csv")
-    assert list(pairwise.columns) == ranks.PAIRWISE_COLUMNS and len(pairwise) == 12
+    assert list(pairwise.columns) == rank_tables.PAIRWISE_COLUMNS and len(pairwise) == 12
     by_metric = {m: rows.set_index(["variant_a", "variant_b"]) for m, rows in pairwise.groupby("metric")}
     for column in ("a_wins", "b_wins", "wilcoxon_p", "nemenyi_p"):  # wins follow each metric's direction
         np.testing.assert_allclose(by_metric["hamming_loss"][column], by_metric["micro_f1"][column])

@@ -541,7 +541,7 @@ def test_summary_of_generate_is_plain_data(two_datasets):
 
 
 def test_average_rank_table_marks_only_a_unique_best():
-    from reports import ranks
+    from reports import rank_tables, ranks
 
     table = {"d1": {"a": 0.9, "b": 0.8, "c": 0.1}, "d2": {"a": 0.8, "b": 0.9, "c": 0.1}}
     scores = pd.DataFrame(
@@ -551,7 +551,7 @@ def test_average_rank_table_marks_only_a_unique_best():
             for v, x in row.items()
         ]
     )
-    table = ranks.average_rank_table(ranks.verdicts(scores, [("micro_f1", True), ("hamming_loss", False)]))
+    table = rank_tables.average_rank_table(ranks.verdicts(scores, [("micro_f1", True), ("hamming_loss", False)]))
     bold = {row[0].text: [c.bold for c in row[1:]] for row in table.rows}
     assert bold == {"a": [False, False], "b": [False, False], "c": [False, True]}  # a and b tie at 1.5 on micro-F1
     assert "no other variant shares it" in table.notes[0]
