@@ -18,6 +18,7 @@ at ``GPU_WORKER_THREADS``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 GPU_WORKER_THREADS = 4
@@ -65,3 +66,29 @@ def _devices(device: str, gpu_count: int) -> list[str]:
     if len(set(indices)) != len(indices):
         raise ValueError(f"device list {device!r} names a GPU twice")
     return [f"cuda:{i}" for i in indices]
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (a SLURM task's allocation, a container's cgroup), not the
+    machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def placements_here(device: str, workers: int) -> list[WorkerPlacement]:
+    """``plan_devices`` for this machine: its visible GPUs and the CPUs this process may use."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return plan_devices(device, workers, gpus, available_cpus())
+
+
+def device_name(device: str) -> str:
+    """What a run's ``gpu_name`` tag says: the GPU's model name, or "none" on the CPU."""
+    if not device.startswith("cuda"):
+        return "none"
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))

@@ -15,6 +15,8 @@ SUMMARY = "summary"  # mean/std/n over a configuration's finished seeds: an aggr
 
 # -- tags ------------------------------------------------------------------------------------------
 CONFIG_HASH = "config_hash"
+DEVICE = "device"  # where the run trained: cpu or cuda:N (its worker's placement, harness.devices)
+GPU_NAME = "gpu_name"  # that GPU's model name, "none" on the CPU
 FAILURE_REASON = "failure_reason"
 DEGENERATE = "degenerate"  # the reasons a result is no finding, as a sentence ("; "-separated)
 DEGENERATE_KINDS = "degenerate_kinds"  # the same reasons as short kinds ("; "-separated): what to group on
@@ -41,6 +43,8 @@ RUN_TAGS = (
     "data_fingerprint",
     "code_version",
     STORAGE,
+    DEVICE,
+    GPU_NAME,
 )
 # Tags set when a run ends, where they apply.
 OUTCOME_TAGS = (FAILURE_REASON, DEGENERATE, RESUMED_FROM_EPOCH, DEGENERATE_KINDS)

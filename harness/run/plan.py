@@ -16,6 +16,7 @@ import models
 from harness import data as datasets
 from harness import keys, trainer
 from harness.config import TrainConfig
+from harness.devices import placements_here
 from harness.options import RunOptions
 from harness.studies import Study, StudyError
 from harness.tracking import view_tags
@@ -52,6 +53,7 @@ class Plan:
     config_hashes: dict  # data set name -> config_hash
     data_fingerprints: dict  # data set name -> content fingerprint of the loaded data
     carve_by_seed: dict  # data set name -> whether its validation split is carved per run seed
+    placements: tuple = ()  # harness.devices.WorkerPlacement per worker: its device and CPU threads
     tracking_uri: str = ""
     experiment_id: str = ""
 
@@ -108,7 +110,7 @@ def make_plan(study: Study, options: RunOptions) -> Plan:
     if options.workers < 1:
         raise StudyError(f"--workers must be >= 1, got {options.workers}")
     try:  # a device this machine lacks would otherwise fail every run, one by one
-        trainer.resolve_device(options.device)
+        placements = tuple(placements_here(options.device, options.workers))
     except (ValueError, RuntimeError) as exc:
         raise StudyError(f"--device {options.device}: {exc}") from None
     from harness.run import overrides
@@ -125,7 +127,7 @@ def make_plan(study: Study, options: RunOptions) -> Plan:
         config_hashes[source.name] = study.config_hash(source.name, fingerprints[source.name])
         study = overrides.decide(study, data.spec)  # which variants each study-wide override reaches
         _check_variants_build(study, data)
-    return Plan(study, options, config_hashes, fingerprints, carve)
+    return Plan(study, options, config_hashes, fingerprints, carve, placements=placements)
 
 
 def load_data(study: Study, dataset: str, split_seed: int | None = None):
@@ -159,16 +161,17 @@ def _check_variants_build(study: Study, data) -> None:
                     raise StudyError(f"{study.source}: {variant!r} ({setting}): {exc}") from None
 
 
-def build_run(study: Study, variant: str, spec, params: dict, seed: int, options: RunOptions):
-    """(TrainConfig, model) for one run; the model is built after seeding so weights follow the seed."""
+def build_run(study: Study, variant: str, spec, params: dict, seed: int, options: RunOptions, device: str = "cpu"):
+    """(TrainConfig, model) for one run on ``device`` (a worker's placement); the model is built after
+    seeding so weights follow the seed."""
     train_fields = set(TrainConfig.field_names())
     train_params = {k: v for k, v in params.items() if k in train_fields}
     model_params = {k: v for k, v in params.items() if k not in train_fields}
     try:
         train_cfg = TrainConfig.from_preset(
-            study.preset, **{**train_params, "seed": seed, "device": options.device, "progress": options.progress}
+            study.preset, **{**train_params, "seed": seed, "device": device, "progress": options.progress}
         )
-        trainer.seed_everything(seed, device=options.device)
+        trainer.seed_everything(seed, device=device)
         model = models.create(variant, spec, preset=study.preset, **model_params)
     except (ValueError, TypeError) as exc:
         raise StudyError(

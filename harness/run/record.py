@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness import keys
 from harness.config import TrainConfig
+from harness.devices import device_name
 from harness.run.overrides import applied_text
 from harness.run.plan import Plan, Unit
 from harness.storage import redact
@@ -23,9 +24,11 @@ def run_name(unit: Unit, trial_number: int, several_datasets: bool = False) -> s
     return " / ".join([*parts, unit.setting, f"s{unit.seed}"])
 
 
-def run_tags(plan: Plan, unit: Unit, trial_number: int, queue_name: str) -> dict:
+def run_tags(plan: Plan, unit: Unit, trial_number: int, queue_name: str, device: str = "cpu") -> dict:
     """The tags a training run is created with: ``keys.RUN_TAGS``, each given once here."""
     values = {
+        keys.DEVICE: device,
+        keys.GPU_NAME: device_name(device),
         "study": plan.study.name,
         "variant": unit.variant,
         "dataset": unit.dataset,

@@ -7,7 +7,6 @@ continues it. A failing unit fails alone.
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from pathlib import Path
@@ -39,14 +38,16 @@ def work(plan: Plan, worker: int, overall=None) -> int:
     """One worker: claim and run units until none is left; returns how many it trained."""
     import torch
 
+    placement = plan.placements[worker] if plan.placements else None
     if plan.options.workers > 1:  # a worker process of its own: the command's log levels did not reach it
         quiet_libraries(plan.options.verbose)
-        torch.set_num_threads(max(1, available_cpus() // plan.options.workers))
+    if placement is not None and (plan.options.workers > 1 or placement.device != "cpu"):
+        torch.set_num_threads(placement.threads)  # the cores shared out, a few per GPU worker
     models.load_plugins(plan.study.plugins, Path("/"))  # a worker process imports the study's own models too
     client = tracking.client_for(plan.tracking_uri)
     on_stale = stale_handler(client, plan.experiment_id)
     queues = plan.queues(open_optuna_storage(plan.options.storage, on_stale=on_stale), worker)
-    trainer_ = _Worker(plan, worker, client, overall)
+    trainer_ = _Worker(plan, worker, client, overall, placement.device if placement else plan.options.device)
     _tune(plan, queues, trainer_, on_stale)
     if keys.REPEAT in queues:
         trainer_.best = {key: best_params(q) for key, q in queues.items() if key != keys.REPEAT}
@@ -103,15 +104,6 @@ def _size_from_data(model, train_cfg, data) -> str | None:
     return None
 
 
-def available_cpus() -> int:
-    """The CPUs this process may run on (a SLURM task's allocation, a container's cgroup), not the
-    machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity on this platform
-        return os.cpu_count() or 1
-
-
 class _Clock:
     """Where a unit's time goes, logged with it (see invoke bench)."""
 
@@ -127,8 +119,9 @@ class _Clock:
 class _Worker:
     """Trains claimed units: one MLflow run each, the queue told the outcome."""
 
-    def __init__(self, plan: Plan, index: int, client, overall):
+    def __init__(self, plan: Plan, index: int, client, overall, device: str = "cpu"):
         self.plan, self.index, self.client, self.overall = plan, index, client, overall
+        self.device = device  # this worker's placement: every run it trains goes there
         self.best: dict = {}
         self.trained = 0
         self._data: dict = {}
@@ -163,11 +156,12 @@ class _Worker:
         plan, study, unit, clock = self.plan, self.plan.study, Unit.of(claim.unit), _Clock()
         data = self.data(unit)
         clock.lap("time_data_s")
-        train_cfg, model = build_run(study, unit.variant, data.spec, self.params(unit, claim), unit.seed, plan.options)
+        params = self.params(unit, claim)
+        train_cfg, model = build_run(study, unit.variant, data.spec, params, unit.seed, plan.options, self.device)
         clock.lap("time_build_s")
         name = run_name(unit, claim.number, several_datasets=len(study.datasets) > 1)
         checkpoint = self._checkpoint_path(unit) if unit.phase == keys.REPEAT else None
-        tags = run_tags(plan, unit, claim.number, claim.queue.name)
+        tags = run_tags(plan, unit, claim.number, claim.queue.name, self.device)
         with tracking.TrackedRun(self.client, plan.experiment_id, name, tags) as run, claim.alive():
             claim.set_attr("mlflow_run_id", run.run_id)
             sized = _size_from_data(model, train_cfg, data)  # before its params are logged: the size is one

@@ -48,3 +48,31 @@ def test_impossible_placements_are_refused(device, gpus, message):
         plan_devices(device, 2, gpu_count=gpus, cpu_count=4)
     with pytest.raises(ValueError, match="workers"):
         plan_devices("cpu", 0, gpu_count=0, cpu_count=4)
+
+
+def test_the_plan_places_every_worker_and_refuses_gpus_this_machine_lacks(tmp_path):
+    from harness import runner, studies
+    from harness.run.record import run_tags
+
+    study = studies.from_dict(
+        {
+            "name": "placed",
+            "variants": ["carat"],
+            "seeds": [1],
+            "epochs": 1,
+            "dataset": "synthetic",
+            "dataset_options": {"size": "tiny", "seq_len": 8},
+        }
+    )
+    options = runner.RunOptions(workers=2, progress=False, storage=str(tmp_path / "j"))
+    plan = runner.make_plan(study, options)
+    assert [p.device for p in plan.placements] == ["cpu", "cpu"]
+    assert all(p.threads >= 1 for p in plan.placements)
+    unit = plan.repeat_units()[0]
+    tags = run_tags(plan, unit, 0, "q", plan.placements[1].device)
+    assert tags["device"] == "cpu" and tags["gpu_name"] == "none"  # each run says where it trained
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(studies.StudyError, match="cuda:0,cuda:1"):
+            runner.make_plan(study, runner.RunOptions(workers=2, device="cuda:0,cuda:1", progress=False))
