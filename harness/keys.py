@@ -66,13 +66,15 @@ TEST_PREFIX = "test_"
 
 def degenerate_kinds(reasons: str | None) -> str | None:
     """The short kinds of a ``degenerate`` sentence ("constant predictor (...); no better than ... (...)"
-    -> "constant predictor; no better than ..."): written as their own tag beside it, so that no
-    reader has to take the sentence apart. (The trainer gives the reasons as one sentence.)"""
+    -> "constant predictor; no better than ..."), for runs tracked before the trainer gave the kinds
+    (``TrainResult.degenerate_kinds``) and the runner wrote them as their own tag."""
     if not isinstance(reasons, str) or not reasons:  # None, or NaN in a table
         return None
     return "; ".join(dict.fromkeys(part.split(" (")[0] for part in reasons.split("; ")))
 
 
-def degenerate_tags(reasons: str | None) -> dict[str, str]:
-    """The tags of a result that is no finding (none for a result that is one)."""
-    return {DEGENERATE: reasons, DEGENERATE_KINDS: degenerate_kinds(reasons)} if degenerate_kinds(reasons) else {}
+def degenerate_tags(reasons: str | None, kinds: tuple[str, ...] = ()) -> dict[str, str]:
+    """The tags of a result that is no finding (none for a result that is one): the sentence, and its
+    kinds as the trainer gave them (read back from the sentence only where none are given)."""
+    joined = "; ".join(kinds) if kinds else degenerate_kinds(reasons)
+    return {DEGENERATE: reasons, DEGENERATE_KINDS: joined} if reasons and joined else {}

@@ -72,6 +72,7 @@ class TrainResult:
     resumed_from_epoch: int = 0  # the last epoch restored from a checkpoint (0: trained from scratch)
     diagnostics: dict[str, float] = field(default_factory=dict)  # score spreads and the prior's validation F1
     degenerate: str | None = None  # why this result is no finding (constant, no better than the prior), else None
+    degenerate_kinds: tuple[str, ...] = ()  # the same reasons as short kinds, each once
 
 
 def seed_everything(seed: int, device: str = "cpu") -> None:
@@ -226,17 +227,17 @@ def _diagnose(result: TrainResult, model, data: MultimodalDataset, val_scores: n
     }
     if getattr(model, "predicts_constant", False):
         return result
-    reasons = []
+    reasons = {}  # kind -> the numbers behind it
     if is_constant_predictor(result.test_scores):
-        reasons.append(
-            f"constant predictor (no label's test scores vary across samples by more than {CONSTANT_SCORE_TOL} std)"
+        reasons["constant predictor"] = (
+            f"no label's test scores vary across samples by more than {CONSTANT_SCORE_TOL} std"
         )
     if result.val_metrics["micro_f1"] <= prior_f1:
-        reasons.append(
-            f"no better than the label prior on validation (micro-F1 {result.val_metrics['micro_f1']:.3f} "
-            f"<= {prior_f1:.3f})"
+        reasons["no better than the label prior on validation"] = (
+            f"micro-F1 {result.val_metrics['micro_f1']:.3f} <= {prior_f1:.3f}"
         )
-    result.degenerate = "; ".join(reasons) or None
+    result.degenerate = "; ".join(f"{kind} ({detail})" for kind, detail in reasons.items()) or None
+    result.degenerate_kinds = tuple(reasons)
     return result
 
 

@@ -179,7 +179,7 @@ class _Worker:
                 return
             clock.lap("time_fit_s")
             resumed = {keys.RESUMED_FROM_EPOCH: result.resumed_from_epoch} if result.resumed_from_epoch else {}
-            run.set_tags({**resumed, **keys.degenerate_tags(result.degenerate)})
+            run.set_tags({**resumed, **keys.degenerate_tags(result.degenerate, result.degenerate_kinds)})
             config = resolved_config(plan, unit, train_cfg, model, claim.number)
             run.log_result(result, data.label_names, data.modalities, config, keep_latents=unit.phase == keys.REPEAT)
             clock.lap("time_tracking_s")

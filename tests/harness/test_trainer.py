@@ -416,3 +416,30 @@ def test_the_test_split_is_scored_exactly_once_per_run(scripted_data, tune_thres
     assert trainer.EVAL_BATCH >= 40
     assert model.scored == {SPLIT_CODE["train"]: 0, SPLIT_CODE["valid"]: 3 + 1, SPLIT_CODE["test"]: 1}
     assert result.test_scores.shape == (40, 2)
+
+
+class _ConstantScores(NeuralModel):
+    """The same scores for every sample: a result that is no finding."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(2))
+
+    def forward(self, inputs, masks):
+        return torch.sigmoid(self.bias).expand(next(iter(inputs.values())).shape[0], -1)
+
+    def training_loss(self, inputs, masks, labels):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(self.bias.expand(labels.shape[0], -1), labels)
+        return LossOutput(loss, {"bce": loss})
+
+
+def test_a_constant_result_names_its_kinds_as_data_beside_the_sentence(data):
+    from harness import keys
+
+    result = trainer.fit(_ConstantScores(), data, TrainConfig(epochs=1, batch_size=32, progress=False))
+    assert result.degenerate_kinds[0] == "constant predictor"
+    assert result.degenerate.startswith("constant predictor (")
+    tags = keys.degenerate_tags(result.degenerate, result.degenerate_kinds)
+    assert tags[keys.DEGENERATE_KINDS] == "; ".join(result.degenerate_kinds)
+    # the kinds given are written as they are, not read back from the sentence
+    assert keys.degenerate_tags("odd (a; b) sentence", ("odd",))[keys.DEGENERATE_KINDS] == "odd"
