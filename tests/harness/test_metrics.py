@@ -286,3 +286,9 @@ def test_threshold_zero_and_boolean_input_are_accepted():
     assert per_label_f1(y, scores, 0.0).tolist() == [1.0, 1.0]  # a score of 0 is not above a threshold of 0
     assert metrics_from_predictions(y, y)["micro_f1"] == 1.0
     assert multilabel_metrics(y.astype(int), scores, np.array([0.0, 0.5]))["micro_recall"] == 0.5
+
+
+def test_an_unknown_metric_is_refused_with_the_known_ones_listed():
+    known = "acc, hamming_loss, micro_precision, micro_recall, micro_f1, macro_precision, macro_recall, macro_f1"
+    with pytest.raises(ValueError, match=rf"^unknown metric 'test_loss'; known: {known}, subset_acc, example_f1$"):
+        higher_is_better("test_loss")

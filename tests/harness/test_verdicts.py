@@ -199,6 +199,10 @@ def test_constant_and_identical_at_their_edges():
     assert verdicts.constant([0.5, 0.5 + 1e-10, 0.5]) and not verdicts.constant([0.5, 0.6])
     assert not verdicts.identical([], []) and verdicts.identical([0.5], [0.5])
     assert verdicts.identical([0.5, 0.6], [0.5, 0.6 + 1e-10]) and not verdicts.identical([0.5, 0.6], [0.5, 0.7])
+    # "to float noise" is an absolute 1e-9, nothing relative: 5e-9 and 2e-6 apart are different results
+    assert not verdicts.constant([0.5, 0.5 + 5e-9]) and not verdicts.constant([0.5, 0.5 + 2e-6])
+    assert not verdicts.identical([0.5], [0.5 + 5e-9]) and not verdicts.identical([0.5], [0.5 + 2e-6])
+    assert not verdicts.constant([0.5, 0.5 + 0.8e-9, 0.5 + 1.6e-9])  # each is near the middle one, not the first
 
 
 def test_paired_test_at_two_and_six_pairs():
@@ -217,6 +221,7 @@ def test_holm_caps_at_one_and_keeps_nan():
     np.testing.assert_allclose(verdicts.holm([0.3, 0.6]), multipletests([0.3, 0.6], method="holm")[1])
     assert verdicts.holm([0.3, 0.6]).tolist() == [0.6, 0.6] and verdicts.holm([0.6, 0.7]).tolist() == [1.0, 1.0]
     assert np.isnan(verdicts.holm([np.nan])).all() and verdicts.holm([]).size == 0
+    assert verdicts.holm([0, 1]).tolist() == [0.0, 1.0]  # integer p-values (a script's 0 and 1) are read as floats
 
 
 @pytest.mark.parametrize("confidence", [None, 0.8])
