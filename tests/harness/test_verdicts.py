@@ -308,6 +308,32 @@ def test_seeds_needed_at_another_alpha_and_power_and_where_none_suffice():
     assert verdicts.seeds_needed(np.array([0.02])) is None
 
 
+@pytest.mark.parametrize("effect", [1.5, 2.0])
+def test_seeds_needed_at_a_strict_alpha_is_the_scan_at_that_alpha(effect):
+    diff = np.array([effect - 1, effect + 1, effect])  # effect 2: 5 pairs have the power at 0.05, not at 0.01
+    assert verdicts.seeds_needed(diff, alpha=0.01) == _smallest_n_by_scan(effect, alpha=0.01)
+
+
+def test_two_pairs_with_power_at_alpha_five_percent_are_too_few_at_one_percent():
+    # scipy's noncentral t is NaN at this noncentrality, so no scan: read through power_at (checked above)
+    assert verdicts.power_at(15.0, 2) >= 0.8 > verdicts.power_at(15.0, 2, alpha=0.01)
+    assert verdicts.seeds_needed(np.array([14.0, 16.0, 15.0]), alpha=0.01) == 3
+
+
+def test_seeds_needed_near_the_search_limit_reads_the_alpha_given():
+    effect = 2.65 / math.sqrt(100_000 * 3 / math.pi)  # 100 000 Wilcoxon pairs: 80 % power at alpha 0.1, not 0.05
+    diff = np.array([effect - 1, effect + 1, effect])
+    assert verdicts.seeds_needed(diff) is None
+    needed = verdicts.seeds_needed(diff, alpha=0.1)
+    assert needed is not None and verdicts.power_at(effect, needed, 0.1) >= 0.8 > verdicts.power_at(
+        effect, needed - 1, 0.1
+    )
+
+
+def test_a_mean_difference_of_float_noise_needs_no_seeds():
+    assert verdicts.seeds_needed(np.array([2e-9, 0.0])) is None  # mean exactly 1e-9 (CONSTANT_ATOL): Δ = 0
+
+
 def test_decide_at_the_boundaries():
     assert verdicts.decide(0.02, 0.05, 0.9, higher=True) == "inconclusive"  # p = alpha is not below alpha
     assert verdicts.decide(0.002, 0.6, 0.05, higher=True) == "inconclusive"
