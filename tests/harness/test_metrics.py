@@ -253,6 +253,7 @@ def test_a_spread_equal_to_the_tolerance_is_constant():
             r"scores has shape \(3, 2\), y_true has shape \(2, 2\)",
         ),
         (lambda: multilabel_metrics(np.ones((2, 2)), np.full((2, 2), np.inf)), "scores contain NaN or infinite values"),
+        (lambda: multilabel_metrics(np.full((2, 2), 0.5), np.ones((2, 2))), "y_true must contain only 0/1 values"),
         (
             lambda: multilabel_metrics(np.ones((1, 2)), [[-0.5, 0.5]]),
             r"scores must lie in \[0, 1\] \(probabilities\), got range \[-0\.5, 0\.5\]",
@@ -292,3 +293,28 @@ def test_an_unknown_metric_is_refused_with_the_known_ones_listed():
     known = "acc, hamming_loss, micro_precision, micro_recall, micro_f1, macro_precision, macro_recall, macro_f1"
     with pytest.raises(ValueError, match=rf"^unknown metric 'test_loss'; known: {known}, subset_acc, example_f1$"):
         higher_is_better("test_loss")
+
+
+def test_multilabel_metrics_threshold_is_strict_and_per_label_f1_defaults_to_a_quarter():
+    assert multilabel_metrics(np.array([[1]]), np.array([[0.25]]), 0.25)["micro_f1"] == 0.0
+    y, scores = np.array([[1, 1]]), np.array([[0.25, 0.26]])
+    assert per_label_f1(y, scores).tolist() == [0.0, 1.0]
+
+
+def test_tune_thresholds_predicts_strictly_above_the_grid_value():
+    y, scores = np.array([[1], [0]]), np.array([[0.5], [0.1]])
+    # at 0.5 nothing is predicted (0.5 is not > 0.5): only 0.3 separates, though 0.5 is nearer the default
+    assert tune_thresholds(y, scores, [0.3, 0.5], default=0.45).tolist() == [0.3]
+
+
+def test_a_never_true_label_keeps_the_threshold_nearest_the_default():
+    y, scores = np.zeros((2, 1)), np.array([[0.1], [0.2]])
+    assert tune_thresholds(y, scores, [0.05, 0.5], default=0.4).tolist() == [0.5]  # F1 0 at both: nearest wins
+
+
+def test_tune_thresholds_tells_apart_f1_values_five_billionths_apart():
+    # 10 000 positives at 0.9, one positive and one negative at 0.4. At 0.3: tp 10 001, fp 1 (F1 20002/20003);
+    # at 0.5: tp 10 000, fn 1 (F1 20000/20001), 5e-9 lower. The higher F1 wins, not the nearer default.
+    y = np.r_[np.ones(10_001), 0.0][:, None]
+    scores = np.r_[np.full(10_000, 0.9), 0.4, 0.4][:, None]
+    assert tune_thresholds(y, scores, [0.3, 0.5], default=0.6).tolist() == [0.3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -332,6 +333,13 @@ def test_seeds_needed_near_the_search_limit_reads_the_alpha_given():
 
 def test_a_mean_difference_of_float_noise_needs_no_seeds():
     assert verdicts.seeds_needed(np.array([2e-9, 0.0])) is None  # mean exactly 1e-9 (CONSTANT_ATOL): Δ = 0
+
+
+def test_a_variant_without_common_seeds_is_inconclusive_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be noise in every CLI summary
+        (c,) = verdicts.compare_family({"v": ([], [])}, "micro_f1", "carat")
+    assert c.verdict == "inconclusive" and c.n_pairs == 0 and math.isnan(c.mean_diff)
 
 
 def test_decide_at_the_boundaries():
