@@ -222,7 +222,8 @@ def test_holm_caps_at_one_and_keeps_nan():
     np.testing.assert_allclose(verdicts.holm([0.3, 0.6]), multipletests([0.3, 0.6], method="holm")[1])
     assert verdicts.holm([0.3, 0.6]).tolist() == [0.6, 0.6] and verdicts.holm([0.6, 0.7]).tolist() == [1.0, 1.0]
     assert np.isnan(verdicts.holm([np.nan])).all() and verdicts.holm([]).size == 0
-    assert verdicts.holm([0, 1]).tolist() == [0.0, 1.0]  # integer p-values (a script's 0 and 1) are read as floats
+    integer_p = verdicts.holm([0, 1])  # integer p-values (a script's 0 and 1) are read as floats
+    assert integer_p.dtype == np.float64 and integer_p.tolist() == [0.0, 1.0]
 
 
 @pytest.mark.parametrize("confidence", [None, 0.8])
