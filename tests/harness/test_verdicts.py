@@ -280,7 +280,22 @@ def test_power_at_falls_back_to_the_normal_limit_where_statsmodels_fails():
     effect = 10 / math.sqrt(n * 3 / math.pi)  # noncentrality 10: statsmodels 0.14 returns NaN here (power about 1)
     if not math.isnan(TTestPower().power(effect, n * 3 / math.pi, 0.05, alternative="two-sided")):
         pytest.skip("this statsmodels computes the power: the fallback is not reached")
-    assert verdicts.power_at(effect, n) == pytest.approx(1.0, abs=1e-12)
+    assert verdicts.power_at(effect, n) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("effect, alpha", [(8.0, 0.05), (12.0, 0.05), (11.0, 0.01), (28.0, 0.01)])
+def test_power_at_two_pairs_where_statsmodels_returns_nan(effect, alpha):
+    """With one degree of freedom the t-test rejects when |Z + nc| >= c |Z'|: power E[2 Phi(|Z + nc| / c) - 1]."""
+    from scipy import integrate
+
+    nc, crit = effect * math.sqrt(2), stats.t.isf(alpha / 2, 1)
+    exact = integrate.quad(lambda z: stats.norm.pdf(z) * (2 * stats.norm.cdf(abs(z + nc) / crit) - 1), -12, 12)[0]
+    assert verdicts.power_at(effect, 2, alpha) == pytest.approx(exact, abs=1e-6)  # not the normal limit's 1.0
+
+
+def test_an_effect_of_eight_standard_deviations_needs_three_seeds():
+    assert verdicts.power_at(8.0, 2) < 0.8 <= verdicts.power_at(8.0, 3)  # 2 pairs: about 0.63
+    assert verdicts.seeds_needed(np.array([7.0, 9.0, 8.0])) == 3
 
 
 def _smallest_n_by_scan(effect: float, alpha: float = 0.05, power: float = 0.8, up_to: int = 400) -> int | None:
