@@ -187,10 +187,24 @@ def power_at(effect_size: float, n_pairs: int, alpha: float = ALPHA) -> float:
     """Power of the test used on n pairs to detect a standardised effect |Δ| / s."""
     nobs = _effective_pairs(n_pairs)
     power = float(TTestPower().power(abs(effect_size), nobs, alpha, alternative="two-sided"))
-    if math.isnan(power):  # statsmodels' noncentral t fails for large df and noncentrality: the normal limit
-        shift, z = abs(effect_size) * math.sqrt(nobs), stats.norm.isf(alpha / 2)
-        power = float(stats.norm.sf(z - shift) + stats.norm.cdf(-z - shift))
+    if math.isnan(power):  # statsmodels' noncentral t fails at large noncentrality, even at 2 pairs
+        power = _t_power_by_integration(abs(effect_size), nobs, alpha)
     return power
+
+
+def _t_power_by_integration(effect_size: float, nobs: float, alpha: float) -> float:
+    """Two-sided power of the one-sample t-test, P(|Z + nc| >= c S) with S = sqrt(chi2_df / df), integrated
+    over the quantiles of S (smooth on [0, 1] whatever df is; the normal limit overstates few pairs' power)."""
+    from scipy import integrate  # only for this rare path
+
+    df = nobs - 1
+    crit, shift = float(stats.t.isf(alpha / 2, df)), effect_size * math.sqrt(nobs)
+
+    def rejected(q: float) -> float:
+        edge = crit * float(stats.chi.ppf(q, df)) / math.sqrt(df)
+        return float(stats.norm.sf(edge - shift) + stats.norm.cdf(-edge - shift))
+
+    return float(integrate.quad(rejected, 0.0, 1.0, limit=200)[0])
 
 
 def seeds_needed(diff, alpha: float = ALPHA, power: float = POWER) -> int | None:

@@ -3,6 +3,7 @@ import pytest
 from sklearn import metrics as skm
 
 from harness.metrics import (
+    DEFAULT_THRESHOLD_GRID,
     LOWER_IS_BETTER,
     METRIC_NAMES,
     METRIC_TITLES,
@@ -180,3 +181,140 @@ def test_spread_and_constant_refuse_bad_input(scores, tol, message):
     if message != "tol":
         with pytest.raises(ValueError, match=message):
             score_spread(scores)
+
+
+# -- found by mutation testing (mutmut, README "Development"): each test fails on a changed line --------
+
+
+def test_the_default_grid_is_the_documented_one(random_case):
+    y, scores = random_case
+    chosen = tune_thresholds(y, scores)
+    np.testing.assert_array_equal(chosen, tune_thresholds(y, scores, DEFAULT_THRESHOLD_GRID))
+    assert set(chosen) <= set(DEFAULT_THRESHOLD_GRID) and chosen.dtype == np.float64
+
+
+def test_tune_thresholds_returns_float64_for_a_float32_grid():
+    y = np.array([[1], [1], [0], [0]])
+    scores = np.array([[0.9], [0.65], [0.6], [0.1]])
+    chosen = tune_thresholds(y, scores, np.array([0.3, 0.62, 0.8], dtype=np.float32))
+    assert chosen.dtype == np.float64 and chosen[0] == pytest.approx(0.62)  # thresholds are logged as float64
+
+
+def test_tune_thresholds_grid_and_default_edges():
+    y = np.array([[1], [0]])
+    scores = np.array([[0.9], [0.1]])
+    assert tune_thresholds(y, scores, [0.4]).tolist() == [0.4]  # a one-point grid is a grid
+    for grid in ([], [[0.3, 0.5]], [0.5, 1.0], [0.5, 1.5]):
+        with pytest.raises(ValueError, match=r"^grid must be a non-empty 1-D sequence of values in \(0, 1\), got "):
+            tune_thresholds(y, scores, grid)
+    for default in (0.0, 1.0):
+        with pytest.raises(ValueError, match=rf"^default must be in \(0, 1\), got {default}$"):
+            tune_thresholds(y, scores, [0.5], default=default)
+
+
+def test_spread_of_one_label_and_float32_scores_in_float64():
+    assert score_spread(np.array([[0.0], [1.0]])) == 0.5  # one label is a matrix too
+    scores32 = np.random.default_rng(2).random((64, 3)).astype(np.float32)
+    assert score_spread(scores32) == np.asarray(scores32, np.float64).std(axis=0).mean()  # exact: float64 sums
+    with pytest.raises(ValueError, match=r"^scores must be a non-empty \(N, C\) matrix, got shape \(3, 0\)$"):
+        score_spread(np.zeros((3, 0)))
+    with pytest.raises(ValueError, match="^scores contain NaN or infinite values$"):
+        score_spread(np.array([[0.1, np.inf]]))
+
+
+def test_a_spread_equal_to_the_tolerance_is_constant():
+    assert is_constant_predictor(np.tile([0.3, 0.6], (5, 1)), tol=0.0)  # no spread at all, no tolerance
+    assert is_constant_predictor(np.array([[0.0], [1.0]]), tol=0.5)  # std exactly 0.5: "varies by more than" fails
+    assert not is_constant_predictor(np.array([[0.0], [1.0]]), tol=0.49)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: metrics_from_predictions(np.ones(4), np.ones((2, 2))),
+            r"y_true must be a non-empty \(N, C\) matrix, got shape \(4,\)",
+        ),
+        (
+            lambda: metrics_from_predictions(np.ones((2, 2)), np.zeros((0, 2))),
+            r"y_pred must be a non-empty \(N, C\) matrix, got shape \(0, 2\)",
+        ),
+        (
+            lambda: metrics_from_predictions(np.full((2, 2), 0.5), np.ones((2, 2))),
+            "y_true must contain only 0/1 values",
+        ),
+        (lambda: metrics_from_predictions(np.ones((2, 2)), np.full((2, 2), 2)), "y_pred must contain only 0/1 values"),
+        (
+            lambda: metrics_from_predictions(np.ones((2, 2)), np.ones((2, 3))),
+            r"y_pred has shape \(2, 3\), y_true has shape \(2, 2\)",
+        ),
+        (
+            lambda: multilabel_metrics(np.ones((2, 2)), np.ones((3, 2))),
+            r"scores has shape \(3, 2\), y_true has shape \(2, 2\)",
+        ),
+        (lambda: multilabel_metrics(np.ones((2, 2)), np.full((2, 2), np.inf)), "scores contain NaN or infinite values"),
+        (lambda: multilabel_metrics(np.full((2, 2), 0.5), np.ones((2, 2))), "y_true must contain only 0/1 values"),
+        (
+            lambda: multilabel_metrics(np.ones((1, 2)), [[-0.5, 0.5]]),
+            r"scores must lie in \[0, 1\] \(probabilities\), got range \[-0\.5, 0\.5\]",
+        ),
+        (
+            lambda: multilabel_metrics(np.ones((1, 2)), [[0.5, 1.25]]),
+            r"scores must lie in \[0, 1\] \(probabilities\), got range \[0\.5, 1\.25\]",
+        ),
+        (
+            lambda: multilabel_metrics(np.ones((1, 2)), np.ones((1, 2)), [0.5]),
+            r"threshold must be a number or one per label \(2,\), got shape \(1,\)",
+        ),
+        (
+            lambda: multilabel_metrics(np.ones((1, 2)), np.ones((1, 2)), 1.0),
+            r"thresholds must lie in \[0, 1\), got \[1\.0, 1\.0\]",
+        ),
+        (
+            lambda: per_label_f1(np.ones((1, 2)), np.ones((1, 2)), [0.5, -0.1]),
+            r"thresholds must lie in \[0, 1\), got \[0\.5, -0\.1\]",
+        ),
+    ],
+)
+def test_bad_input_names_the_argument_and_the_problem(call, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        call()
+
+
+def test_threshold_zero_and_boolean_input_are_accepted():
+    y = np.array([[True, False], [False, True]])
+    scores = np.array([[0.1, 0.0], [0.0, 0.3]])
+    assert per_label_f1(y, scores, 0.0).tolist() == [1.0, 1.0]  # a score of 0 is not above a threshold of 0
+    assert metrics_from_predictions(y, y)["micro_f1"] == 1.0
+    assert multilabel_metrics(y.astype(int), scores, np.array([0.0, 0.5]))["micro_recall"] == 0.5
+
+
+def test_an_unknown_metric_is_refused_with_the_known_ones_listed():
+    known = "acc, hamming_loss, micro_precision, micro_recall, micro_f1, macro_precision, macro_recall, macro_f1"
+    with pytest.raises(ValueError, match=rf"^unknown metric 'test_loss'; known: {known}, subset_acc, example_f1$"):
+        higher_is_better("test_loss")
+
+
+def test_multilabel_metrics_threshold_is_strict_and_per_label_f1_defaults_to_a_quarter():
+    assert multilabel_metrics(np.array([[1]]), np.array([[0.25]]), 0.25)["micro_f1"] == 0.0
+    y, scores = np.array([[1, 1]]), np.array([[0.25, 0.26]])
+    assert per_label_f1(y, scores).tolist() == [0.0, 1.0]
+
+
+def test_tune_thresholds_predicts_strictly_above_the_grid_value():
+    y, scores = np.array([[1], [0]]), np.array([[0.5], [0.1]])
+    # at 0.5 nothing is predicted (0.5 is not > 0.5): only 0.3 separates, though 0.5 is nearer the default
+    assert tune_thresholds(y, scores, [0.3, 0.5], default=0.45).tolist() == [0.3]
+
+
+def test_a_never_true_label_keeps_the_threshold_nearest_the_default():
+    y, scores = np.zeros((2, 1)), np.array([[0.1], [0.2]])
+    assert tune_thresholds(y, scores, [0.05, 0.5], default=0.4).tolist() == [0.5]  # F1 0 at both: nearest wins
+
+
+def test_tune_thresholds_tells_apart_f1_values_five_billionths_apart():
+    # 10 000 positives at 0.9, one positive and one negative at 0.4. At 0.3: tp 10 001, fp 1 (F1 20002/20003);
+    # at 0.5: tp 10 000, fn 1 (F1 20000/20001), 5e-9 lower. The higher F1 wins, not the nearer default.
+    y = np.r_[np.ones(10_001), 0.0][:, None]
+    scores = np.r_[np.full(10_000, 0.9), 0.4, 0.4][:, None]
+    assert tune_thresholds(y, scores, [0.3, 0.5], default=0.6).tolist() == [0.3]

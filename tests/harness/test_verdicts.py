@@ -4,6 +4,8 @@ rules (direction of every metric), power, the CLI line and the group-sequential 
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -188,6 +190,221 @@ def test_seeds_needed_empty_without_a_difference_or_without_spread():
     assert verdicts.seeds_needed(np.array([0.01, -0.01, 0.02, -0.02, 0.0])) is None  # Δ = 0
     assert verdicts.seeds_needed(np.array([0.01, 0.01, 0.01])) is None  # no spread
     assert math.isnan(verdicts.mde(np.array([0.01, 0.01, 0.01])))
+
+
+# -- found by mutation testing (mutmut, README "Development"): each test fails on a changed line ---------
+
+
+def test_constant_and_identical_at_their_edges():
+    assert not verdicts.constant([0.5]) and not verdicts.constant([])  # one value has no spread to speak of
+    assert verdicts.constant([0.5, 0.5 + 1e-10, 0.5]) and not verdicts.constant([0.5, 0.6])
+    assert not verdicts.identical([], []) and verdicts.identical([0.5], [0.5])
+    assert verdicts.identical([0.5, 0.6], [0.5, 0.6 + 1e-10]) and not verdicts.identical([0.5, 0.6], [0.5, 0.7])
+    # "to float noise" is an absolute 1e-9, nothing relative: 5e-9 and 2e-6 apart are different results
+    assert not verdicts.constant([0.5, 0.5 + 5e-9]) and not verdicts.constant([0.5, 0.5 + 2e-6])
+    assert not verdicts.identical([0.5], [0.5 + 5e-9]) and not verdicts.identical([0.5], [0.5 + 2e-6])
+    assert not verdicts.constant([0.5, 0.5 + 0.8e-9, 0.5 + 1.6e-9])  # each is near the middle one, not the first
+
+
+def test_paired_test_at_two_and_six_pairs():
+    name, p = verdicts.paired_test([0.52, 0.61], [0.50, 0.60])
+    assert name == verdicts.T_TEST and p == pytest.approx(stats.ttest_rel([0.52, 0.61], [0.50, 0.60]).pvalue, rel=1e-12)
+    same = [0.5, 0.51, 0.49, 0.55, 0.52, 0.5]
+    assert verdicts.paired_test(same, same) == (verdicts.WILCOXON, 1.0)
+    assert verdicts.paired_test(same[:5], same[:5]) == (verdicts.T_TEST, 1.0)
+    assert verdicts.test_name(5) == verdicts.T_TEST and verdicts.test_name(6) == verdicts.WILCOXON
+    assert verdicts.paired_test([0.6], [0.5])[0] == verdicts.NO_TEST_FEW
+    with pytest.raises(ValueError, match="^paired values must have the same length, got 2 and 3$"):
+        verdicts.paired_test([0.1, 0.2], [0.1, 0.2, 0.3])
+
+
+def test_holm_caps_at_one_and_keeps_nan():
+    np.testing.assert_allclose(verdicts.holm([0.3, 0.6]), multipletests([0.3, 0.6], method="holm")[1])
+    assert verdicts.holm([0.3, 0.6]).tolist() == [0.6, 0.6] and verdicts.holm([0.6, 0.7]).tolist() == [1.0, 1.0]
+    assert np.isnan(verdicts.holm([np.nan])).all() and verdicts.holm([]).size == 0
+    integer_p = verdicts.holm([0, 1])  # integer p-values (a script's 0 and 1) are read as floats
+    assert integer_p.dtype == np.float64 and integer_p.tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("confidence", [None, 0.8])
+@pytest.mark.parametrize("n", [2, 7])
+def test_mean_ci_is_scipys_t_interval(n, confidence):
+    diff = SKEWED[:n]
+    level = 0.95 if confidence is None else confidence
+    got = verdicts.mean_ci(diff) if confidence is None else verdicts.mean_ci(diff, confidence)
+    expected = stats.t.interval(level, n - 1, loc=diff.mean(), scale=stats.sem(diff))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert all(math.isnan(x) for x in verdicts.mean_ci([0.1]))
+    assert verdicts.mean_ci([0.02, 0.02, 0.02]) == pytest.approx((0.02, 0.02))
+
+
+@pytest.mark.parametrize("margin", [0.01, 0.05])
+def test_tost_p_at_two_pairs_and_its_special_cases(margin):
+    a, b = np.array([0.512, 0.498]), np.array([0.50, 0.50])
+    assert verdicts.tost_p(a, b, margin) == pytest.approx(ttost_paired(a, b, -margin, margin)[0], rel=1e-7)
+    assert verdicts.tost_p([0.5, 0.6], [0.5, 0.6], margin) == 0.0  # identical: equivalent whatever the margin
+    assert math.isnan(verdicts.tost_p([0.6, 0.7], [0.5, 0.6], margin))  # the same shift every time
+    assert math.isnan(verdicts.tost_p([0.6], [0.5], margin))
+
+
+@pytest.mark.parametrize("margin", [0.0, -0.01, float("nan"), float("inf"), "0.01"])
+def test_a_margin_that_is_no_positive_number_is_refused(margin):
+    with pytest.raises(
+        ValueError, match=rf"^equivalence_margin must be a positive number, got {re.escape(repr(margin))}$"
+    ):
+        verdicts.tost_p([0.5, 0.6], [0.5, 0.61], margin)
+
+
+def test_mde_at_two_pairs_and_at_another_alpha_and_power():
+    diff = np.array([0.012, -0.004])
+    assert _t_power(verdicts.mde(diff) / diff.std(ddof=1), 2) == pytest.approx(0.8, abs=1e-4)
+    wide = SKEWED[:8]
+    got = verdicts.mde(wide, alpha=0.1, power=0.9)
+    assert _t_power(got / wide.std(ddof=1), 8 * 3 / math.pi, alpha=0.1) == pytest.approx(0.9, abs=1e-4)
+    assert math.isnan(verdicts.mde([0.01]))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 6, 7, 30])
+def test_power_at_is_the_noncentral_t_of_the_test_used(n):
+    nobs = n * 3 / math.pi if n >= 6 else n
+    for effect in (0.3, 1.2):
+        assert verdicts.power_at(effect, n) == pytest.approx(_t_power(effect, nobs), rel=1e-6)
+        assert verdicts.power_at(-effect, n) == pytest.approx(verdicts.power_at(effect, n), rel=1e-12)
+        assert verdicts.power_at(effect, n, alpha=0.2) == pytest.approx(_t_power(effect, nobs, alpha=0.2), rel=1e-6)
+
+
+def test_power_at_falls_back_to_the_normal_limit_where_statsmodels_fails():
+    from statsmodels.stats.power import TTestPower
+
+    n = 100_014  # about 95 500 effective pairs at the Wilcoxon efficiency
+    effect = 10 / math.sqrt(n * 3 / math.pi)  # noncentrality 10: statsmodels 0.14 returns NaN here (power about 1)
+    if not math.isnan(TTestPower().power(effect, n * 3 / math.pi, 0.05, alternative="two-sided")):
+        pytest.skip("this statsmodels computes the power: the fallback is not reached")
+    assert verdicts.power_at(effect, n) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("effect, alpha", [(8.0, 0.05), (12.0, 0.05), (11.0, 0.01), (28.0, 0.01)])
+def test_power_at_two_pairs_where_statsmodels_returns_nan(effect, alpha):
+    """With one degree of freedom the t-test rejects when |Z + nc| >= c |Z'|: power E[2 Phi(|Z + nc| / c) - 1]."""
+    from scipy import integrate
+
+    nc, crit = effect * math.sqrt(2), stats.t.isf(alpha / 2, 1)
+    exact = integrate.quad(lambda z: stats.norm.pdf(z) * (2 * stats.norm.cdf(abs(z + nc) / crit) - 1), -12, 12)[0]
+    assert verdicts.power_at(effect, 2, alpha) == pytest.approx(exact, abs=1e-6)  # not the normal limit's 1.0
+
+
+def test_an_effect_of_eight_standard_deviations_needs_three_seeds():
+    assert verdicts.power_at(8.0, 2) < 0.8 <= verdicts.power_at(8.0, 3)  # 2 pairs: about 0.63
+    assert verdicts.seeds_needed(np.array([7.0, 9.0, 8.0])) == 3
+
+
+def _smallest_n_by_scan(effect: float, alpha: float = 0.05, power: float = 0.8, up_to: int = 400) -> int | None:
+    """The smallest n whose test (t below 6 pairs, Wilcoxon via 3/pi from 6) has ``power``, by scipy alone."""
+    for n in range(2, up_to + 1):
+        if _t_power(effect, n * 3 / math.pi if n >= 6 else n, alpha) >= power:
+            return n
+    return None
+
+
+@pytest.mark.parametrize("effect", [0.25, 0.6, 1.3, 1.7, 2.2, 5.0])
+def test_seeds_needed_is_the_smallest_n_by_a_scan(effect):
+    diff = np.array([effect - 1, effect + 1, effect])  # mean effect, standard deviation 1
+    assert verdicts.seeds_needed(diff) == _smallest_n_by_scan(effect)
+    assert verdicts.seeds_needed(-diff) == _smallest_n_by_scan(effect)
+
+
+def test_two_seeds_suffice_for_a_huge_effect():
+    assert verdicts.seeds_needed(np.array([39.0, 41.0, 40.0])) == 2  # effect 40 (scipy's noncentral t: NaN there)
+
+
+def test_seeds_needed_at_another_alpha_and_power_and_where_none_suffice():
+    diff = np.array([-0.4, 1.6, 0.6])  # effect 0.6
+    assert verdicts.seeds_needed(diff, alpha=0.1, power=0.9) == _smallest_n_by_scan(0.6, alpha=0.1, power=0.9)
+    assert verdicts.seeds_needed(np.array([1.0, -1.0, 0.001])) is None  # effect 3e-4: over 100 000 seeds
+    assert verdicts.seeds_needed(np.array([0.01, -0.01 + 1e-10])) is None  # Δ within float noise of 0
+    assert verdicts.seeds_needed(np.array([0.02])) is None
+
+
+@pytest.mark.parametrize("effect", [1.5, 2.0])
+def test_seeds_needed_at_a_strict_alpha_is_the_scan_at_that_alpha(effect):
+    diff = np.array([effect - 1, effect + 1, effect])  # effect 2: 5 pairs have the power at 0.05, not at 0.01
+    assert verdicts.seeds_needed(diff, alpha=0.01) == _smallest_n_by_scan(effect, alpha=0.01)
+
+
+def test_two_pairs_with_power_at_alpha_five_percent_are_too_few_at_one_percent():
+    # scipy's noncentral t is NaN at this noncentrality, so no scan: read through power_at (checked above)
+    assert verdicts.power_at(15.0, 2) >= 0.8 > verdicts.power_at(15.0, 2, alpha=0.01)
+    assert verdicts.seeds_needed(np.array([14.0, 16.0, 15.0]), alpha=0.01) == 3
+
+
+def test_seeds_needed_near_the_search_limit_reads_the_alpha_given():
+    effect = 2.65 / math.sqrt(100_000 * 3 / math.pi)  # 100 000 Wilcoxon pairs: 80 % power at alpha 0.1, not 0.05
+    diff = np.array([effect - 1, effect + 1, effect])
+    assert verdicts.seeds_needed(diff) is None
+    needed = verdicts.seeds_needed(diff, alpha=0.1)
+    assert needed is not None and verdicts.power_at(effect, needed, 0.1) >= 0.8 > verdicts.power_at(
+        effect, needed - 1, 0.1
+    )
+
+
+def test_a_mean_difference_of_float_noise_needs_no_seeds():
+    assert verdicts.seeds_needed(np.array([2e-9, 0.0])) is None  # mean exactly 1e-9 (CONSTANT_ATOL): Δ = 0
+
+
+def test_a_variant_without_common_seeds_is_inconclusive_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be noise in every CLI summary
+        (c,) = verdicts.compare_family({"v": ([], [])}, "micro_f1", "carat")
+    assert c.verdict == "inconclusive" and c.n_pairs == 0 and math.isnan(c.mean_diff)
+
+
+def test_decide_at_the_boundaries():
+    assert verdicts.decide(0.02, 0.05, 0.9, higher=True) == "inconclusive"  # p = alpha is not below alpha
+    assert verdicts.decide(0.002, 0.6, 0.05, higher=True) == "inconclusive"
+    assert verdicts.decide(0.0, 0.01, 0.01, higher=True) == "equivalent"  # no direction without a difference
+    assert verdicts.decide(0.0, 0.01, 0.9, higher=True) == "inconclusive"
+    assert verdicts.decide(0.02, 0.07, 0.9, higher=True, alpha=0.1) == "better"
+    assert verdicts.decide(0.002, 0.6, 0.07, higher=True, alpha=0.1) == "equivalent"
+    assert verdicts.decide(0.02, 0.001, 0.9, higher=True, same_on_every_seed=True) == "equivalent"
+
+
+def test_compare_family_fields_against_scipy_and_statsmodels():
+    rng = np.random.default_rng(23)
+    base = 0.4 + 0.03 * rng.standard_normal(7)
+    family = {
+        "up": (base + 0.02 + 0.01 * rng.standard_normal(7), base),
+        "close": (base + 0.002 * rng.standard_normal(7), base),
+        "pair": (base[:2] + [0.01, 0.03], base[:2]),
+        "twin": (base[:2].copy(), base[:2]),
+        "none": ([], []),
+    }
+    alpha, margin = 0.1, 0.02
+    out = {c.variant: c for c in verdicts.compare_family(family, "hamming_loss", "ref", margin=margin, alpha=alpha)}
+    assert list(out) == list(family)
+    p = {v: verdicts.paired_test(*family[v])[1] for v in family}
+    tested = [v for v in family if not math.isnan(p[v])]
+    p_holm = dict(zip(tested, multipletests([p[v] for v in tested], method="holm")[1]))
+    for v, (a, b) in family.items():
+        c, diff = out[v], np.asarray(a) - np.asarray(b)
+        assert (c.reference, c.metric, c.margin, c.n_pairs) == ("ref", "hamming_loss", margin, len(diff))
+        assert c.test == verdicts.paired_test(a, b)[0] and c.p == pytest.approx(p[v], nan_ok=True)
+        assert c.p_holm == pytest.approx(p_holm.get(v, float("nan")), nan_ok=True)
+        if len(diff) >= 2 and not verdicts.identical(a, b):
+            assert c.mean_diff == pytest.approx(diff.mean())
+            assert (c.ci_low, c.ci_high) == pytest.approx(
+                stats.t.interval(0.95, len(diff) - 1, diff.mean(), stats.sem(diff))
+            )
+            assert c.tost_p == pytest.approx(ttost_paired(np.asarray(a), np.asarray(b), -margin, margin)[0], rel=1e-7)
+            assert c.mde == pytest.approx(verdicts.mde(diff, alpha)) and c.mde != pytest.approx(verdicts.mde(diff))
+            assert c.seeds_needed == verdicts.seeds_needed(diff, alpha)
+    assert out["up"].verdict == "worse"  # a higher Hamming loss, p_holm below 0.1
+    assert out["close"].verdict == "equivalent" and out["twin"].verdict == "equivalent"
+    assert out["none"].verdict == "inconclusive" and out["none"].n_pairs == 0 and math.isnan(out["none"].mean_diff)
+    assert (
+        out["pair"].seeds_needed
+        == verdicts.seeds_needed(np.array([0.01, 0.03]), alpha)
+        != verdicts.seeds_needed(np.array([0.01, 0.03]))
+    )
 
 
 # -- the CLI line ----------------------------------------------------------------------------------
