@@ -109,7 +109,13 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         STUDY,
         apply=_preset,
     ),
-    RunOption("device", "cpu", "cpu (default), cuda, cuda:N or auto", RUN, str),
+    RunOption(
+        "device",
+        "cpu",
+        "cpu (default), auto, cuda (every GPU, workers dealt round-robin) or a list like cuda:0,cuda:2",
+        RUN,
+        str,
+    ),
     RunOption(
         "precision",
         None,
@@ -118,7 +124,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         STUDY,
         apply=_precision,
     ),
-    RunOption("workers", 1, "local worker processes (joblib), sharing the CPU threads (default 1)", RUN, int),
+    RunOption(
+        "workers", 1, "local worker processes, sharing the CPU threads or the --device GPUs (default 1)", RUN, int
+    ),
     RunOption(
         "storage",
         None,
