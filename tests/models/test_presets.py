@@ -53,7 +53,9 @@ def _expected_values(name, preset):
 
 
 def test_every_registered_model_has_a_preset_table_here():
-    assert set(models.list()) == set(TABLES) | set(carat.VARIANTS)
+    # Built-in models only: a test that runs a study in-process may have registered a plugin's.
+    built_in = {name for name in models.list() if models.source(name).startswith("models.")}
+    assert built_in == set(TABLES) | set(carat.VARIANTS)
 
 
 @pytest.mark.parametrize("name", models.list())
