@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.commands import invoke_in_process
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,29 +26,8 @@ def _invoke(*args, timeout=300):
     )
 
 
-def _in_process(capsys, *args) -> tuple[int, str, str]:
-    """``invoke ARGS`` parsed and run by invoke's own Program in this process: the same parser, the
-    same tasks and the same error handling as the command line, without starting Python again."""
-    import importlib.util
-
-    from invoke import Collection, Program
-
-    spec = importlib.util.spec_from_file_location("project_tasks", REPO / "tasks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    program = Program(namespace=Collection.from_module(module), binary="invoke")
-    capsys.readouterr()
-    try:
-        program.run(["invoke", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_help_shows_types_and_chosen_short_flags(capsys):
-    text = _in_process(capsys, "--help", "ablate")[1]
+    text = invoke_in_process(capsys, "--help", "ablate")[1]
     for flag in (
         "-n INT, --seeds=INT",
         "-e INT, --epochs=INT",
@@ -70,7 +51,7 @@ def test_help_shows_types_and_chosen_short_flags(capsys):
     ],
 )
 def test_a_bad_option_is_one_line_and_exit_2(capsys, args, message):
-    code, _, err = _in_process(capsys, *args)
+    code, _, err = invoke_in_process(capsys, *args)
     assert code == 2
     assert err.strip().startswith(message) and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
