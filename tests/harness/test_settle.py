@@ -160,7 +160,7 @@ def no_shuffle_copy(spec, preset="small", **overrides):
 
 @pytest.mark.slow  # a tiny study through the command, in this process
 def test_the_command_prints_a_verdict_line_per_comparison_against_the_named_reference(tmp_path, capsys):
-    from tests.test_tasks import _in_process
+    from tests.helpers.commands import invoke_in_process
 
     (tmp_path / "copies.py").write_text(COPY_PLUGIN)
     path = tmp_path / "nocarat.yaml"
@@ -168,7 +168,7 @@ def test_the_command_prints_a_verdict_line_per_comparison_against_the_named_refe
         "name: nocarat\nvariants: [no_shuffle, no_maxpool, no_shuffle_copy]\nplugins: [copies.py]\n"
         "dataset: synthetic\ndataset_options: {size: tiny, seq_len: 8}\nepochs: 1\nseeds: [1, 2]\n"
     )
-    code, out, _ = _in_process(
+    code, out, _ = invoke_in_process(
         capsys,
         "ablate",
         "--study",
