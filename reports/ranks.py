@@ -152,12 +152,11 @@ def verdict(scores: pd.DataFrame, metric: str, higher_is_better: bool = True, al
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     table, dropped = _complete_table(scores, metric)
     ranks = table.rank(axis=1, ascending=not higher_is_better, method="average")
-    average = ranks.mean(axis=0).sort_values(kind="stable") if len(ranks) else pd.Series(np.nan, index=table.columns)
+    average = ranks.mean(axis=0).sort_values(kind="stable")  # NaN for every variant when no data set is complete
     n, k = table.shape
     notes = _notes(n, k, dropped, alpha)
     nan = float("nan")
     chi2 = p_chi2 = f_id = p_id = q_alpha = cd = nan
-    nemenyi = pd.DataFrame(np.eye(k), index=table.columns, columns=table.columns).loc[average.index, average.index]
     testable = n >= 2 and k >= 2
     if testable:
         q_alpha = float(stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2))
@@ -170,12 +169,12 @@ def verdict(scores: pd.DataFrame, metric: str, higher_is_better: bool = True, al
                     "nothing suggests a difference."
                 )
             else:
-                result = stats.friedmanchisquare(*(table[v].to_numpy(float) for v in table.columns))
+                result = stats.friedmanchisquare(*(table[v] for v in table.columns))
                 chi2, p_chi2 = float(result.statistic), float(result.pvalue)
                 f_id, p_id = _iman_davenport(chi2, n, k)
-    else:
-        nemenyi.loc[:, :] = np.where(np.eye(k, dtype=bool), 1.0, nan)
-    pairwise = _pairwise(table, ranks, average, nemenyi, metric, higher_is_better, alpha, testable)
+    else:  # p = 1 for a variant against itself, undefined for every pair
+        nemenyi = pd.DataFrame(np.where(np.eye(k, dtype=bool), 1.0, nan), index=average.index, columns=average.index)
+    pairwise = _pairwise(table, average, nemenyi, metric, higher_is_better, alpha, testable)
     undetectable = _undetectable(n, k, cd, alpha)
     if "nemenyi" in undetectable:
         notes.append(
@@ -259,8 +258,7 @@ def _notes(n: int, k: int, dropped: dict[str, list[str]], alpha: float) -> list[
         )
     if n < FEW_DATASETS:
         notes.append(f"Only {n} data sets: every test here has little power, read the ranks as descriptive.")
-    pairs = k * (k - 1) // 2
-    smallest = min(1.0, pairs * 2.0 / 2**n)  # exact two-sided Wilcoxon, all N differences of one sign, no ties
+    pairs, smallest = math.comb(k, 2), _smallest_wilcoxon_holm_p(n, k)
     if smallest >= alpha:
         notes.append(
             f"With {n} data sets and {pairs} pair(s), no pair can be significant under Wilcoxon-Holm: the "
@@ -276,9 +274,15 @@ def _undetectable(n: int, k: int, cd: float, alpha: float) -> tuple[str, ...]:
     out = []
     if cd > k - 1:  # average ranks lie in [1, k]: no two differ by more than k - 1
         out.append("nemenyi")
-    if min(1.0, (k * (k - 1) // 2) * 2.0 / 2**n) >= alpha:  # exact Wilcoxon, all n differences of one sign
+    if _smallest_wilcoxon_holm_p(n, k) >= alpha:
         out.append("wilcoxon-holm")
     return tuple(out)
+
+
+def _smallest_wilcoxon_holm_p(n: int, k: int) -> float:
+    """The smallest Holm-adjusted p any pair can reach: the exact two-sided Wilcoxon p of n
+    differences all of one sign (2 / 2^n), times the number of pairs (the first step of Holm)."""
+    return min(1.0, math.comb(k, 2) * 2.0 / 2**n)
 
 
 def _iman_davenport(chi2: float, n: int, k: int) -> tuple[float, float]:
@@ -294,11 +298,11 @@ def _nemenyi(ranks: pd.DataFrame) -> pd.DataFrame:
     import scikit_posthocs
 
     # Nemenyi reads only differences of average ranks, so re-ranking the ranks changes nothing.
-    p = scikit_posthocs.posthoc_nemenyi_friedman(ranks.to_numpy(float))
-    return pd.DataFrame(p.to_numpy(float), index=ranks.columns, columns=ranks.columns)
+    p = scikit_posthocs.posthoc_nemenyi_friedman(ranks.to_numpy())
+    return pd.DataFrame(p.to_numpy(), index=ranks.columns, columns=ranks.columns)
 
 
-def _pairwise(table, ranks, average, nemenyi, metric, higher, alpha, testable) -> pd.DataFrame:
+def _pairwise(table, average, nemenyi, metric, higher, alpha, testable) -> pd.DataFrame:
     names = list(average.index)
     rows = []
     for i, a in enumerate(names):
@@ -308,7 +312,7 @@ def _pairwise(table, ranks, average, nemenyi, metric, higher, alpha, testable) -
             worse = diff < 0 if higher else diff > 0
             statistic = p = float("nan")
             if testable:
-                result = stats.wilcoxon(table[a].to_numpy(float), table[b].to_numpy(float), zero_method="zsplit")
+                result = stats.wilcoxon(table[a], table[b], zero_method="zsplit")
                 statistic, p = float(result.statistic), float(result.pvalue)
             nemenyi_p = float(nemenyi.loc[a, b])
             rows.append(
@@ -317,7 +321,7 @@ def _pairwise(table, ranks, average, nemenyi, metric, higher, alpha, testable) -
                     "variant_a": a,
                     "variant_b": b,
                     "n_datasets": len(table),
-                    "mean_diff": float(diff.mean()) if len(diff) else float("nan"),
+                    "mean_diff": float(diff.mean()),  # NaN when no data set is complete
                     "a_wins": int(better.sum()),
                     "ties": int((diff == 0).sum()),
                     "b_wins": int(worse.sum()),

@@ -274,3 +274,207 @@ def test_write_tables_and_diagrams(tmp_path):
         image = matplotlib.image.imread(tmp_path / name)
         assert image.shape[0] > 300 and image.shape[1] > 500
         assert image[..., :3].std() > 0.05  # something is drawn, not a blank canvas
+
+
+# -- found by mutation testing (README, "Development"): boundaries, directions and exact texts ----
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 1.5, -0.1])
+def test_alpha_outside_the_open_unit_interval_is_refused(alpha):
+    with pytest.raises(ValueError, match=rf"alpha must be in \(0, 1\), got {alpha}"):
+        ranks.verdict(frame(HAND), "micro_f1", alpha=alpha)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        ranks.verdicts(frame(HAND), [("micro_f1", True)], alpha=alpha)
+
+
+def test_verdicts_pass_alpha_and_direction_on():
+    scores = frame(HAND)
+    scores["hamming_loss"] = 1 - scores["micro_f1"]
+    f1, hl = ranks.verdicts(scores, [("micro_f1", True), ("hamming_loss", False)], alpha=0.2)
+    assert (f1.alpha, hl.alpha) == (0.2, 0.2)
+    assert (f1.higher_is_better, hl.higher_is_better) is not None
+    assert f1.higher_is_better is True and hl.higher_is_better is False
+    assert hl.variants == f1.variants == ["a", "b", "c"]
+
+
+def test_a_non_frame_is_refused_naming_its_type():
+    with pytest.raises(TypeError, match="scores must be a pandas DataFrame, got list"):
+        ranks.verdict([{"dataset": "d1", "variant": "a", "micro_f1": 0.5}], "micro_f1")
+
+
+def test_repeated_pairs_with_different_scores_are_refused_all_named_in_first_seen_order():
+    scores = pd.concat([frame(HAND), frame({"d1": {"b": 0.1}}), frame({"d1": {"a": 0.2}})], ignore_index=True)
+    scores = scores.iloc[[0, 1, 12, 13, *range(2, 12)]]  # (d1, a), (d1, b), (d1, b) again, (d1, a) again, ...
+    with pytest.raises(ValueError) as error:
+        ranks.verdict(scores, "micro_f1")
+    assert "repeated: (d1, a), (d1, b). Average" in str(error.value)
+
+
+def test_data_sets_and_variants_keep_their_first_seen_order():
+    table = {"zeta": {"m": 0.5, "b": 0.5, "a": 0.4}, "alpha": {"m": 0.6, "b": 0.6, "a": 0.3}}
+    result = ranks.verdict(frame(table), "micro_f1")
+    assert list(result.scores.index) == list(result.ranks.index) == ["zeta", "alpha"]  # not sorted by name
+    assert list(result.scores.columns) == ["m", "b", "a"]
+    assert result.variants == ["m", "b", "a"]  # m and b tie: first seen first
+    assert (result.scores.index.name, result.scores.columns.name) == ("dataset", "variant")
+    assert result.scores.dtypes.eq(float).all()
+
+
+def test_tied_average_ranks_keep_the_first_seen_order_with_many_variants():
+    # numpy's default sort is not stable above 16 elements: 24 variants in two tied groups.
+    names = [f"v{i:02d}" for i in range(24)]
+    row = {v: (0.9 if i % 2 else 0.8) for i, v in enumerate(names)}
+    result = ranks.verdict(frame({"d1": row, "d2": row}), "micro_f1")
+    assert result.variants == names[1::2] + names[0::2]
+
+
+def test_no_complete_data_set_gives_nan_ranks_for_every_variant():
+    scores = frame({"d1": {"a": 0.5, "b": 0.4}, "d2": {"b": 0.3, "c": 0.2}})
+    result = ranks.verdict(scores, "micro_f1")
+    assert result.n_datasets == 0 and result.average_ranks.dtype == float
+    assert result.average_ranks.isna().all() and sorted(result.variants) == ["a", "b", "c"]
+    assert result.pairwise["mean_diff"].isna().all() and len(result.pairwise) == 3
+    assert result.dropped == {"d1": ["c"], "d2": ["a"]}
+
+
+def test_untestable_nemenyi_matrix_is_one_on_the_diagonal_and_nan_elsewhere():
+    result = ranks.verdict(frame({"d1": HAND["d1"]}), "micro_f1")
+    matrix = result.nemenyi.to_numpy()
+    assert np.diag(matrix).tolist() == [1.0, 1.0, 1.0]
+    assert np.isnan(matrix[~np.eye(3, dtype=bool)]).all()
+    assert list(result.nemenyi.index) == list(result.nemenyi.columns) == result.variants
+
+
+def test_the_notes_in_full():
+    incomplete = frame(HAND)
+    incomplete = incomplete[~((incomplete["dataset"] == "d2") & incomplete["variant"].isin(["b", "c"]))]
+    assert ranks.verdict(incomplete, "micro_f1").notes == (
+        "Data set 'd2' is left out: no score for b, c.",
+        "Only 3 data sets: every test here has little power, read the ranks as descriptive.",
+        "With 3 data sets and 3 pair(s), no pair can be significant under Wilcoxon-Holm: the smallest possible "
+        "adjusted p is 3 x 2/2^3 = 0.75.",
+    )
+    two = ranks.verdict(frame({d: {"a": HAND[d]["a"], "b": HAND[d]["b"]} for d in ("d1", "d2")}), "micro_f1")
+    assert two.notes == (
+        "Two variants: Friedman's test is not computed (scipy needs 3); for two methods Demšar (2006) recommends "
+        "the Wilcoxon signed-rank test over data sets, given in the pairwise table.",
+        "Only 2 data sets: every test here has little power, read the ranks as descriptive.",
+        "With 2 data sets and 1 pair(s), no pair can be significant under Wilcoxon-Holm: the smallest possible "
+        "adjusted p is 1 x 2/2^2 = 0.5.",
+        "With 2 data sets and 2 variants the Nemenyi critical difference CD = 1.39 exceeds the largest possible "
+        "difference of average ranks (1): no pair can differ under Nemenyi, whatever the scores.",
+    )
+    capped = ranks.verdict(frame({d: HAND[d] for d in ("d1", "d2")}), "micro_f1")
+    assert "the smallest possible adjusted p is 3 x 2/2^2 = 1." in capped.notes[1]  # 1.5 capped at 1
+    assert "difference of average ranks (2)" in capped.notes[2]
+    ties = ranks.verdict(frame({d: {"a": 0.5, "b": 0.5, "c": 0.5} for d in ("d1", "d2")}), "micro_f1")
+    assert ties.notes[2] == (
+        "Every variant ties on every data set: Friedman's statistic is undefined (0/0) and nothing suggests a "
+        "difference."
+    )
+
+
+def test_five_data_sets_are_not_called_few():
+    notes = ranks.verdict(random_frame(5, ["a", "b"], seed=1), "micro_f1").notes
+    assert not any("little power" in note for note in notes)
+    assert any("little power" in note for note in ranks.verdict(random_frame(4, ["a", "b"]), "micro_f1").notes)
+
+
+def test_a_data_set_of_ties_beside_ordered_ones_still_gets_friedman():
+    table = {"d1": {"a": 0.5, "b": 0.5, "c": 0.5}, **{d: HAND[d] for d in ("d2", "d3")}}
+    result = ranks.verdict(frame(table), "micro_f1")
+    expected = stats.friedmanchisquare([0.5, 0.8, 0.9], [0.5, 0.9, 0.7], [0.5, 0.7, 0.8])
+    assert result.friedman_chi2 == pytest.approx(expected.statistic)
+
+
+@pytest.mark.parametrize("n, k", [(1, 3), (3, 1), (0, 0)])
+def test_too_little_to_test_is_undetectable_under_both_tests(n, k):
+    names = [f"v{j}" for j in range(k)]
+    table = {f"d{i}": {v: 0.9 - 0.1 * j for j, v in enumerate(names)} for i in range(n)}
+    scores = frame(table) if table else pd.DataFrame(columns=["dataset", "variant", "micro_f1"])
+    assert ranks.verdict(scores, "micro_f1").undetectable == ("nemenyi", "wilcoxon-holm")
+
+
+@pytest.mark.parametrize(
+    "n, k, alpha, expected",
+    [
+        (2, 2, 0.9, ()),  # a lenient alpha: two data sets can separate two variants under both tests
+        (4, 2, 0.125, ("wilcoxon-holm",)),  # the smallest p, 2/2^4, equals alpha: p < alpha cannot hold
+        (4, 2, 0.1251, ()),
+    ],
+)
+def test_undetectable_at_other_alphas_matches_what_a_perfect_ordering_reaches(n, k, alpha, expected):
+    names = [f"v{j}" for j in range(k)]
+    table = {f"d{i}": {v: 0.9 - 0.1 * j - 0.001 * i * j for j, v in enumerate(names)} for i in range(n)}
+    result = ranks.verdict(frame(table), "micro_f1", alpha=alpha)
+    assert result.undetectable == expected
+    pair = result.pairwise.iloc[0]
+    assert bool(pair["wilcoxon_significant"]) == ("wilcoxon-holm" not in expected)
+    assert bool(pair["nemenyi_significant"]) == ("nemenyi" not in expected)
+
+
+def test_iman_davenport_just_below_the_perfect_agreement_limit_is_finite():
+    # N(k - 1) = 8: a chi2 of 7.5 leaves the denominator at 0.5, not yet the perfect-agreement limit.
+    f, p = ranks._iman_davenport(7.5, 4, 3)
+    assert f == pytest.approx(3 * 7.5 / 0.5) and p == pytest.approx(stats.f.sf(45.0, 2, 6))
+    assert ranks._iman_davenport(8.0, 4, 3) == (math.inf, 0.0)
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_wins_ties_and_losses_follow_the_direction(higher):
+    table = {
+        "d1": {"a": 0.9, "b": 0.8},
+        "d2": {"a": 0.7, "b": 0.7},
+        "d3": {"a": 0.7, "b": 0.7},
+        "d4": {"a": 0.5, "b": 0.6},
+    }
+    table.update({"d5": {"a": 0.9, "b": 0.2}})
+    pair = ranks.verdict(frame(table), "micro_f1", higher_is_better=higher).pairwise.iloc[0]
+    first = "a" if higher else "b"  # the better-ranked variant comes first
+    assert (pair["variant_a"], pair["ties"]) == (first, 2)
+    assert (pair["a_wins"], pair["b_wins"]) == (2, 1)  # a beats b on d1, d5; b beats a on d4 (or the reverse)
+
+
+def test_zero_differences_are_split_between_the_signs_as_scipy_zsplit():
+    table = {
+        "d1": {"a": 0.9, "b": 0.8},
+        "d2": {"a": 0.7, "b": 0.7},
+        "d3": {"a": 0.8, "b": 0.6},
+        "d4": {"a": 0.6, "b": 0.65},
+        "d5": {"a": 0.9, "b": 0.5},
+        "d6": {"a": 0.5, "b": 0.5},
+    }
+    pair = ranks.verdict(frame(table), "micro_f1").pairwise.iloc[0]
+    a, b = [row["a"] for row in table.values()], [row["b"] for row in table.values()]
+    zsplit = stats.wilcoxon(a, b, zero_method="zsplit")
+    assert zsplit.statistic != pytest.approx(stats.wilcoxon(a, b).statistic)  # the choice matters on these data
+    assert pair["wilcoxon_p"] == pytest.approx(zsplit.pvalue)
+    assert pair["wilcoxon_statistic"] == pytest.approx(zsplit.statistic)
+
+
+def test_pairwise_columns_carry_the_matrix_values_and_significance_is_strict():
+    first = ranks.verdict(frame(HAND), "micro_f1", alpha=0.5)
+    pairs = first.pairwise.set_index(["variant_a", "variant_b"])
+    for (a, b), row in pairs.iterrows():
+        assert row["nemenyi_p"] == first.nemenyi.loc[a, b]
+        assert first.wilcoxon_matrix().loc[a, b] == first.wilcoxon_matrix().loc[b, a] == row["wilcoxon_p_holm"]
+        assert not math.isnan(row["wilcoxon_statistic"])
+    assert np.diag(first.wilcoxon_matrix()).tolist() == [1.0, 1.0, 1.0]
+    nemenyi_p, holm_p = pairs.loc[("a", "c"), "nemenyi_p"], pairs.loc[("a", "c"), "wilcoxon_p_holm"]
+    # alpha exactly at a p-value: p < alpha does not hold, so that pair is not significant
+    at_nemenyi = ranks.verdict(frame(HAND), "micro_f1", alpha=nemenyi_p).pairwise.set_index(["variant_a", "variant_b"])
+    assert not at_nemenyi.loc[("a", "c"), "nemenyi_significant"]
+    at_holm = ranks.verdict(frame(HAND), "micro_f1", alpha=holm_p).pairwise.set_index(["variant_a", "variant_b"])
+    assert not at_holm.loc[("a", "c"), "wilcoxon_significant"]
+    assert (
+        ranks.verdict(frame(HAND), "micro_f1", alpha=min(0.999, holm_p * 1.001))
+        .pairwise.set_index(["variant_a", "variant_b"])
+        .loc[("a", "c"), "wilcoxon_significant"]
+    )
+
+
+def test_differ_is_strict_in_alpha():
+    scores = random_frame(7, ["a", "b", "c", "d"], seed=3)
+    p = ranks.verdict(scores, "micro_f1").iman_davenport_p
+    assert not ranks.verdict(scores, "micro_f1", alpha=p).differ
+    assert ranks.verdict(scores, "micro_f1", alpha=min(0.999, p * 1.01)).differ
