@@ -443,3 +443,172 @@ def test_a_constant_result_names_its_kinds_as_data_beside_the_sentence(data):
     assert tags[keys.DEGENERATE_KINDS] == "; ".join(result.degenerate_kinds)
     # the kinds given are written as they are, not read back from the sentence
     assert keys.degenerate_tags("odd (a; b) sentence", ("odd",))[keys.DEGENERATE_KINDS] == "odd"
+
+
+# -- found by mutation testing (README, "Development") -------------------------------------------
+
+
+def test_validation_uses_the_configured_threshold(scripted_data):
+    # Scores are 0.2 / 0.8 (+ 0.01 per stage): at a threshold of 0.9 nothing is predicted positive.
+    _, result, rows = _fit_scripted(scripted_data, [0.5, 0.95, 0.7], threshold=0.9)
+    assert rows == [0.0, 0.0, 0.0] and result.val_metrics["micro_f1"] == 0.0
+    _, result, rows = _fit_scripted(scripted_data, [0.5, 0.95, 0.7], threshold=0.5)
+    assert min(rows) > 0.3 and result.val_metrics["micro_f1"] == pytest.approx(max(rows))
+
+
+class _Recording(Scripted):
+    """Scripted, recording whether bf16 autocast is on in each training step and each scoring."""
+
+    def __init__(self, quality):
+        super().__init__(quality)
+        self.autocast = {"train": set(), "score": set()}
+
+    def forward(self, inputs, masks):
+        self.autocast["score"].add(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return super().forward(inputs, masks)
+
+    def training_loss(self, inputs, masks, labels):
+        self.autocast["train"].add(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return super().training_loss(inputs, masks, labels)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+def test_training_validation_and_test_run_in_the_resolved_precision(scripted_data, precision):
+    from harness.precision import resolve_precision
+
+    model = _Recording([0.5, 0.9])
+    trainer.fit(model, scripted_data, _cfg(batch_size=32, epochs=2, precision=precision))
+    expected = {torch.bfloat16} if resolve_precision(precision, "cpu") == torch.bfloat16 else {False}
+    assert model.autocast == {"train": expected, "score": expected}
+
+
+def test_the_schedule_spans_the_steps_actually_taken(data, monkeypatch):
+    seen = []
+
+    def spy(model, cfg, total_steps):
+        seen.append(total_steps)
+        return trainer_build_optimizer(model, cfg, total_steps)
+
+    trainer_build_optimizer = trainer.build_optimizer
+    monkeypatch.setattr(trainer, "build_optimizer", spy)
+    for drop_last in (True, False):  # 96 samples in batches of 20: 4 (or 5) steps an epoch, 3 epochs
+        model = Linear()
+        trainer.fit(model, data, _cfg(batch_size=20, epochs=3, drop_last=drop_last))
+        assert seen[-1] == len(model.batch_sizes)
+    assert seen == [12, 15]
+
+
+class _Order(Linear):
+    def training_loss(self, inputs, masks, labels):
+        self.batch_sizes.append(float(inputs["a"][0, 0, 0]))  # which sample comes first in each batch
+        return super().training_loss(inputs, masks, labels)
+
+
+def test_the_batch_order_follows_the_run_seed_not_the_global_generator(data):
+    orders = []
+    for global_seed, run_seed in [(0, 3), (1, 3), (0, 4)]:
+        torch.manual_seed(global_seed)  # different initial weights, and a different global stream
+        model = _Order()
+        trainer.fit(model, data, _cfg(epochs=2, seed=run_seed))
+        orders.append(model.batch_sizes[0::2])  # Linear appends each batch's size after it
+    assert orders[0] == orders[1]
+    assert orders[0] != orders[2]
+
+
+def test_a_non_finite_loss_carries_its_value(data):
+    with pytest.raises(trainer.NonFiniteLossError, match="loss became nan") as info:
+        trainer.fit(Linear(blow_up_at=2), data, _cfg())
+    assert np.isnan(info.value.value)
+
+
+class _Clock:
+    """A stand-in for time.perf_counter that only the model moves: 1 s per training step, 10 s per scoring."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Timed(Scripted):
+    def __init__(self, quality, clock):
+        super().__init__(quality)
+        self.clock = clock
+
+    def forward(self, inputs, masks):
+        self.clock.now += 10.0
+        return super().forward(inputs, masks)
+
+    def training_loss(self, inputs, masks, labels):
+        self.clock.now += 1.0
+        return super().training_loss(inputs, masks, labels)
+
+
+def test_train_and_eval_seconds_add_up_across_a_resume(scripted_data, tmp_path, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(trainer.time, "perf_counter", clock)
+    quality = [0.5, 0.95, 0.7]
+    cfg = _cfg(batch_size=32, epochs=3)
+    whole = trainer.fit(_Timed(quality, clock), scripted_data, cfg)
+    # 3 steps (1 s each); validation after each epoch, then validation and test once (10 s each)
+    assert (whole.train_seconds, whole.eval_seconds) == (3 * 1 + 5 * 10, 5 * 10)
+
+    checkpoint, first = tmp_path / "unit.pt", []
+
+    def stop_in_epoch_2(epoch, row):
+        first.append(dict(row))
+        if epoch == 2:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        trainer.fit(_Timed(quality, clock), scripted_data, cfg, on_epoch=stop_in_epoch_2, checkpoint=checkpoint)
+    saved = torch.load(checkpoint, weights_only=False)
+    assert (saved["epoch"], saved["seconds"], saved["eval_seconds"]) == (1, 11.0, 10.0)
+    clock.now += 1000.0  # the time between the kill and the re-run is no training time
+    rows = []
+    resumed = trainer.fit(
+        _Timed(quality, clock),
+        scripted_data,
+        cfg,
+        on_epoch=lambda e, row: rows.append(dict(row)),
+        checkpoint=checkpoint,
+    )
+    assert resumed.resumed_from_epoch == 1
+    assert rows[0] == first[0] and rows == whole.history  # the restored row replayed as it was, then 2 and 3
+    assert (resumed.train_seconds, resumed.eval_seconds) == (whole.train_seconds, whole.eval_seconds)
+    assert resumed.best_epoch == whole.best_epoch == 2
+
+
+class _WithLatents(Scripted):
+    def latents(self, inputs, masks):
+        return inputs["a"][:, :, None, :2]  # (N, M = 1, C = 1, dz = 2)
+
+
+def test_latents_of_the_kept_model_on_test_are_returned(scripted_data):
+    result = trainer.fit(_WithLatents([0.5, 0.9]), scripted_data, _cfg(batch_size=32, epochs=2))
+    assert result.latents.shape == (40, 1, 1, 2)
+    np.testing.assert_array_equal(result.latents[:, 0, 0], scripted_data.splits["test"].features["a"][:, 0, :2])
+    assert trainer.fit(Scripted([0.5]), scripted_data, _cfg(batch_size=32, epochs=1)).latents is None
+
+
+class _ConstantByDesign(_ConstantScores):
+    predicts_constant = True
+
+
+def test_a_model_constant_by_design_is_not_flagged(data):
+    cfg = TrainConfig(epochs=1, batch_size=32, progress=False)
+    assert trainer.fit(_ConstantScores(), data, cfg).degenerate is not None
+    by_design = trainer.fit(_ConstantByDesign(), data, cfg)
+    assert by_design.degenerate is None and by_design.degenerate_kinds == ()
+    assert "val_micro_f1_prior" in by_design.diagnostics  # measured all the same
+
+
+def test_the_progress_bar_shows_the_unit_epochs_loss_and_validation_f1(scripted_data, capsys):
+    trainer.fit(Scripted([0.5, 0.9, 0.7]), scripted_data, _cfg(batch_size=32, epochs=3), progress_label="unit 7")
+    assert capsys.readouterr().err == ""  # progress=False: no bar at all
+    cfg = _cfg(batch_size=32, epochs=3, progress=True)
+    trainer.fit(Scripted([0.5, 0.9, 0.7]), scripted_data, cfg, progress_label="unit 7")
+    err = capsys.readouterr().err
+    assert "unit 7" in err and "/3 " in err and ("ep/s" in err or "s/ep" in err)
+    assert "loss=" in err and "val_f1=" in err
