@@ -1,5 +1,7 @@
 """The trainer on a tiny hand-made data set and a tiny model defined here."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -611,4 +613,34 @@ def test_the_progress_bar_shows_the_unit_epochs_loss_and_validation_f1(scripted_
     trainer.fit(Scripted([0.5, 0.9, 0.7]), scripted_data, cfg, progress_label="unit 7")
     err = capsys.readouterr().err
     assert "unit 7" in err and "/3 " in err and ("ep/s" in err or "s/ep" in err)
-    assert "loss=" in err and "val_f1=" in err
+    assert re.search(r"loss=\d\.\d{4}", err) and re.search(r"val_f1=0\.\d{4}", err)
+    # a finished unit's bar is cleared, not left behind (several workers' bars share the terminal) ...
+    assert "\n" not in err and err.endswith("\r")
+    assert "\x1b[A" not in err  # ... and without a position it stays on its own line
+    trainer.fit(Scripted([0.5, 0.9, 0.7]), scripted_data, cfg, progress_label="unit 7", progress_position=2)
+    assert "\x1b[A" in capsys.readouterr().err  # a worker's bar drawn on its own row, lines below
+
+
+def test_a_resumed_progress_bar_counts_on_from_the_restored_epoch(scripted_data, tmp_path, capsys):
+    cfg, checkpoint = _cfg(batch_size=32, epochs=4, progress=True), tmp_path / "unit.pt"
+    with pytest.raises(_Interrupted):
+        trainer.fit(Scripted([0.5, 0.9, 0.7, 0.6]), scripted_data, cfg, on_epoch=_stop_at(2), checkpoint=checkpoint)
+    capsys.readouterr()
+    trainer.fit(Scripted([0.5, 0.9, 0.7, 0.6]), scripted_data, cfg, checkpoint=checkpoint)
+    counts = re.findall(r"(\d)/(\d) \[", capsys.readouterr().err)
+    assert counts[0] == ("2", "4")  # starts at the restored epoch 2 of 4, not at 0 of the 2 left
+    assert {total for _, total in counts} == {"4"}
+
+
+def test_a_checkpoint_of_another_model_is_set_aside_not_resumed(tmp_path, data, capsys):
+    cfg = _cfg(epochs=2)  # the same training settings throughout: only the model differs
+    for name, other in [("class.pt", Picky()), ("config.pt", Linear(blow_up_at=10**6))]:
+        with pytest.raises(_Interrupted):
+            trainer.fit(Linear(), data, cfg, on_epoch=_stop_at(1), checkpoint=tmp_path / name)
+        copy = tmp_path / f"copy-{name}"
+        copy.write_bytes((tmp_path / name).read_bytes())
+        assert trainer.fit(Linear(), data, cfg, checkpoint=copy).resumed_from_epoch == 1  # the same model resumes
+        capsys.readouterr()
+        resumed = trainer.fit(other, data, cfg, checkpoint=tmp_path / name)
+        assert resumed.resumed_from_epoch == 0, name
+        assert "written by another configuration" in capsys.readouterr().out
