@@ -644,3 +644,28 @@ def test_a_checkpoint_of_another_model_is_set_aside_not_resumed(tmp_path, data, 
         resumed = trainer.fit(other, data, cfg, checkpoint=tmp_path / name)
         assert resumed.resumed_from_epoch == 0, name
         assert "written by another configuration" in capsys.readouterr().out
+
+
+class _UsedOnce(Linear):
+    """A parameter in the loss of the third step only (the reference's warm-up gives step 1 no
+    learning rate), as a module some batches do not reach."""
+
+    def __init__(self):
+        super().__init__()
+        self.late = torch.nn.Parameter(torch.ones(()))
+        self.seen = []
+
+    def training_loss(self, inputs, masks, labels):
+        out = super().training_loss(inputs, masks, labels)
+        self.seen.append(float(self.late.detach()))
+        if self.calls == 3:
+            out = LossOutput(out.total + self.late**2, out.parts)
+        return out
+
+
+@pytest.mark.parametrize("optimizer", ["reference", "adamw"])
+def test_a_parameter_without_a_gradient_in_a_step_is_not_moved_by_it(data, optimizer):
+    model = _UsedOnce()
+    trainer.fit(model, data, _cfg(optimizer=optimizer, epochs=2))
+    assert model.seen[0] == model.seen[2] != model.seen[3]  # only the third step moved it
+    assert len(set(model.seen[3:])) == 1  # no step after it did: no gradient, no momentum or decay step
