@@ -179,6 +179,8 @@ def mde(diff, alpha: float = ALPHA, power: float = POWER) -> float:
     nobs = _effective_pairs(len(diff))
     if nobs < 2:  # cannot happen (Wilcoxon starts at 6), kept for a changed threshold
         return float("nan")
+    if alpha >= power:  # even Δ = 0 is "detected" that often: there is no smallest effect to solve for
+        return 0.0
     d = TTestPower().solve_power(effect_size=None, nobs=nobs, alpha=alpha, power=power, alternative="two-sided")
     return float(np.squeeze(d)) * float(np.std(diff, ddof=1))
 

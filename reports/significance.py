@@ -79,11 +79,13 @@ def compare(
     significant, the TOST p, the ``verdict``, ``mde`` and ``seeds_needed`` (harness/verdicts.py), and a
     note where a model gives the same result on every seed. ``reference`` defaults to
     ``default_reference`` of the variants in ``finished``; one that names none of them is refused."""
-    present = list(dict.fromkeys(finished["variant"])) if "variant" in finished else []
-    reference = default_reference(present) if reference is None else reference
-    if present and reference not in present:
-        raise ValueError(f"reference: {reference!r} is not a variant of the study ({', '.join(present)})")
     rows = []
+    if finished.empty:  # nothing finished yet: no comparison, whatever the reference
+        return _frame(rows)
+    present = list(dict.fromkeys(finished["variant"]))
+    reference = default_reference(present) if reference is None else reference
+    if reference not in present:
+        raise ValueError(f"reference: {reference!r} is not a variant of the study ({', '.join(present)})")
     for setting, runs in finished.groupby("setting", sort=False):
         base = runs[runs["variant"] == reference].set_index("seed")
         if base.empty:
@@ -127,6 +129,10 @@ def compare(
                         "note": constancy_note(c.variant, reference, a, b),
                     }
                 )
+    return _frame(rows)
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
     result = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     result["seeds_needed"] = result["seeds_needed"].astype("Int64")  # an empty cell where there is none
     return result

@@ -459,6 +459,61 @@ def test_compare_seeds_pairs_by_seed_and_prints_lines():
         verdicts.compare_seeds(values, "micro_f1", reference="carat")
 
 
+def test_compare_seeds_passes_the_margin_and_alpha_on():
+    rng = np.random.default_rng(8)
+    base = 0.5 + 0.03 * rng.standard_normal(6)
+    values = {"mine": dict(enumerate(base, 1)), "v": dict(enumerate(base + 0.004 + 0.01 * rng.standard_normal(6), 1))}
+    (default,) = verdicts.compare_seeds(values, "micro_f1")
+    (wide,) = verdicts.compare_seeds(values, "micro_f1", margin=0.5)
+    assert (default.margin, wide.margin) == (verdicts.DEFAULT_EQUIVALENCE_MARGIN, 0.5)
+    assert wide.tost_p < default.tost_p and wide.verdict == "equivalent"
+    (lenient,) = verdicts.compare_seeds(values, "micro_f1", alpha=0.6)
+    assert default.verdict == "inconclusive" and lenient.verdict == "better" and lenient.mde < default.mde
+
+
+def test_an_alpha_at_or_above_the_power_has_a_zero_mde():
+    diff = [0.01, -0.02, 0.03, 0.0]
+    assert verdicts.mde(diff, alpha=0.8) == 0.0 and verdicts.mde(diff, alpha=0.9) == 0.0
+    assert verdicts.mde(diff, alpha=0.79) > 0
+
+
+@pytest.mark.parametrize(
+    "kw, tail",
+    [
+        (
+            {"n_pairs": 1, "mde": float("nan"), "seeds_needed": None},
+            "(1 seed: at least 2 paired seeds are needed to test)",
+        ),
+        (
+            {"n_pairs": 0, "mde": float("nan"), "seeds_needed": None},
+            "(0 seeds: at least 2 paired seeds are needed to test)",
+        ),
+        ({"n_pairs": 2, "seeds_needed": None}, "(2 seeds detect |Δ| >= 0.050)"),
+        (
+            {"mde": float("nan"), "seeds_needed": None},
+            "(5 seeds, the same difference on every seed: no spread to test)",
+        ),
+        (
+            {"mde": float("nan"), "seeds_needed": None, "verdict": "equivalent"},
+            "(5 seeds, identical on every seed: no spread to test)",
+        ),
+        ({"seeds_needed": 5}, "(5 seeds detect |Δ| >= 0.050; 5 were enough to detect +0.017 with 80 % power)"),
+        ({"seeds_needed": 6}, "(5 seeds detect |Δ| >= 0.050; about 6 would detect +0.017)"),
+    ],
+)
+def test_verdict_line_in_every_case(kw, tail):
+    line = verdicts.verdict_line(_comparison(**kw), "micro-F1")
+    verdict = kw.get("verdict", "inconclusive")
+    assert line == f"no_shuffle vs carat, micro-F1: +0.017 [-0.017, +0.052] {verdict} {tail}"
+
+
+def test_verdict_line_drops_an_interval_narrower_than_the_constant_tolerance_only():
+    tol = verdicts.CONSTANT_ATOL
+    assert "[+0.000, +0.000]" in verdicts.verdict_line(_comparison(ci_low=0.0, ci_high=tol))  # exactly the tolerance
+    assert "[" not in verdicts.verdict_line(_comparison(ci_low=0.0, ci_high=tol / 2))
+    assert "[" not in verdicts.verdict_line(_comparison(ci_low=float("nan"), ci_high=float("nan")))
+
+
 def test_default_reference():
     assert verdicts.default_reference(["no_shuffle", "carat"]) == "carat"
     assert verdicts.default_reference(["mine", "mine_small"]) == "mine"
