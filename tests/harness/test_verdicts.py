@@ -607,3 +607,59 @@ def test_sequential_settles_clear_cases_early_and_reads_resumed_looks_the_same()
     for name, r in early.items():
         if r.settled:
             assert settled[name] == r
+
+
+# found by mutation testing (README, "Development"): every field of a sequential verdict, by hand
+
+
+def _p(d):
+    return verdicts.paired_test(d, np.zeros(len(d)))[1]
+
+
+def test_a_sequential_difference_verdict_in_every_field():
+    rng = np.random.default_rng(3)
+    up = rng.normal(0.08, 0.001, 20)  # so clear that the first look (5 pairs) settles it
+    settled, used = sequential.settle({"up": up}, LOOKS, 20, "micro_f1")
+    level = sequential.boundary(LOOKS, 20, 0.05).nominal[0]
+    assert settled["up"] == sequential.SequentialVerdict("up", "better", True, 0, 5, _p(up[:5]), level)
+    assert used == sequential.boundary(LOOKS, 20, 0.05)
+    down = sequential.settle({"down": -up}, LOOKS, 20, "micro_f1")[0]["down"]
+    assert (down.verdict, down.look) == ("worse", 0)
+
+
+def test_an_open_sequential_verdict_reports_the_last_look():
+    noise = np.random.default_rng(5).normal(0.0, 0.05, 20)
+    (r,) = sequential.settle({"noise": noise}, LOOKS, 30, "micro_f1")[0].values()
+    level = sequential.boundary(LOOKS, 30, 0.05).nominal[-1]
+    assert r == sequential.SequentialVerdict("noise", "inconclusive", False, None, 20, _p(noise), level)
+
+
+def test_a_sequential_equivalence_verdict_in_every_field():
+    close = np.random.default_rng(6).normal(0.0, 0.001, 20)
+    (r,) = sequential.settle({"close": close}, LOOKS, 20, "micro_f1", margin=0.01)[0].values()
+    level = sequential.boundary(LOOKS, 20, 0.10).nominal[0] / 2  # TOST: two one-sided tests at 2 alpha / 2
+    assert r == sequential.SequentialVerdict("close", "equivalent", True, 0, 5, _p(close[:5]), level)
+    assert verdicts.tost_p(close[:5], np.zeros(5), 0.01) < level
+
+
+def test_sequential_holm_shares_alpha_over_the_open_difference_hypotheses():
+    rng = np.random.default_rng(11)
+    clear = rng.normal(-0.08, 0.001, 20)  # rejected at the first look
+    slower = rng.normal(-0.02, 0.01, 20)  # rejected only at the second
+    settled, _ = sequential.settle({"clear": clear, "slower": slower}, LOOKS, 20, "micro_f1")
+    assert (settled["clear"].look, settled["slower"].look) == (0, 1)
+    # the first rejection is tested at alpha / 2; once it is rejected, the other has all of alpha
+    assert settled["clear"].nominal == sequential.boundary(LOOKS, 20, 0.025).nominal[0]
+    assert settled["slower"].nominal == sequential.boundary(LOOKS, 20, 0.05).nominal[1]
+    # an equivalence settled first rejects nothing: the other keeps sharing alpha with it
+    settled, _ = sequential.settle({"copy": np.zeros(20), "slower": slower}, LOOKS, 20, "micro_f1")
+    assert settled["copy"].verdict == "equivalent" and settled["copy"].look == 0
+    slower_look = settled["slower"].look
+    assert settled["slower"].verdict == "worse" and slower_look is not None
+    assert settled["slower"].nominal == sequential.boundary(LOOKS, 20, 0.025).nominal[slower_look]
+
+
+def test_an_equivalence_at_a_look_that_also_rejects_another_is_settled_at_that_look():
+    rng = np.random.default_rng(12)
+    settled, _ = sequential.settle({"clear": rng.normal(-0.08, 0.001, 20), "copy": np.zeros(20)}, LOOKS, 20, "micro_f1")
+    assert (settled["clear"].look, settled["copy"].look) == (0, 0)
