@@ -191,3 +191,37 @@ def test_constancy_notes_name_the_constant_model_and_the_one_whose_spread_is_sho
         "ref gives the same result on every seed: CI and p show only v's seed-to-seed spread"
     )
     assert note("v", "ref", moving, moving) == ""
+
+
+def test_every_column_of_a_row_is_the_comparison_of_its_pairs():
+    from harness.verdicts import compare_family
+
+    rng = np.random.default_rng(9)
+    carat = 0.5 + 0.03 * rng.standard_normal(5)
+    runs = _runs({"carat": np.full(5, 0.5), "v": carat})  # carat constant: the row carries a note
+    result = significance.compare(runs, ["v"], equivalence_margin=0.05)
+    assert str(result["seeds_needed"].dtype) == "Int64"
+    row = result.set_index("metric").loc["micro_f1"]
+    (c,) = compare_family({"v": (carat, np.full(5, 0.5))}, "micro_f1", "carat", 0.05)
+    expected = {
+        "setting": "default",
+        "variant": "v",
+        "n_pairs": 5,
+        "seeds": "1 2 3 4 5",
+        "mean_diff": c.mean_diff,
+        "ci_low": c.ci_low,
+        "ci_high": c.ci_high,
+        "p": c.p,
+        "p_holm": c.p_holm,
+        "significant": c.significant,
+        "test": c.test,
+        "better": c.mean_diff > 0,
+        "verdict": c.verdict,
+        "mde": c.mde,
+        "tost_p": c.tost_p,
+        "equivalence_margin": 0.05,
+        "reference": "carat",
+        "note": "carat gives the same result on every seed: CI and p show only v's seed-to-seed spread",
+    }
+    assert {k: row[k] for k in expected} == pytest.approx(expected)
+    assert (pd.isna(row["seeds_needed"]) and c.seeds_needed is None) or row["seeds_needed"] == c.seeds_needed
