@@ -642,10 +642,11 @@ def test_a_sequential_equivalence_verdict_in_every_field():
     assert verdicts.tost_p(close[:5], np.zeros(5), 0.01) < level
 
 
-def test_sequential_holm_shares_alpha_over_the_open_difference_hypotheses():
+@pytest.mark.parametrize("sign", [1, -1], ids=["worse", "better"])
+def test_sequential_holm_shares_alpha_over_the_open_difference_hypotheses(sign):
     rng = np.random.default_rng(11)
-    clear = rng.normal(-0.08, 0.001, 20)  # rejected at the first look
-    slower = rng.normal(-0.02, 0.01, 20)  # rejected only at the second
+    clear = sign * rng.normal(-0.08, 0.001, 20)  # rejected at the first look
+    slower = sign * rng.normal(-0.02, 0.01, 20)  # rejected only at the second
     settled, _ = sequential.settle({"clear": clear, "slower": slower}, LOOKS, 20, "micro_f1")
     assert (settled["clear"].look, settled["slower"].look) == (0, 1)
     # the first rejection is tested at alpha / 2; once it is rejected, the other has all of alpha
@@ -655,7 +656,7 @@ def test_sequential_holm_shares_alpha_over_the_open_difference_hypotheses():
     settled, _ = sequential.settle({"copy": np.zeros(20), "slower": slower}, LOOKS, 20, "micro_f1")
     assert settled["copy"].verdict == "equivalent" and settled["copy"].look == 0
     slower_look = settled["slower"].look
-    assert settled["slower"].verdict == "worse" and slower_look is not None
+    assert settled["slower"].verdict == ("worse" if sign == 1 else "better") and slower_look is not None
     assert settled["slower"].nominal == sequential.boundary(LOOKS, 20, 0.025).nominal[slower_look]
 
 
@@ -663,3 +664,9 @@ def test_an_equivalence_at_a_look_that_also_rejects_another_is_settled_at_that_l
     rng = np.random.default_rng(12)
     settled, _ = sequential.settle({"clear": rng.normal(-0.08, 0.001, 20), "copy": np.zeros(20)}, LOOKS, 20, "micro_f1")
     assert (settled["clear"].look, settled["copy"].look) == (0, 0)
+
+
+def test_sequential_refuses_fewer_differences_than_the_last_look():
+    with pytest.raises(ValueError) as error:
+        sequential.settle({"ok": np.zeros(20), "v": np.zeros(19)}, LOOKS, 20, "micro_f1")
+    assert str(error.value) == "fewer than 20 paired differences for ['v']"
